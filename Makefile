@@ -1,0 +1,34 @@
+# The two README commands: `make demo` and `make test`. Both create .venv when missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.cxr-setup-stamp
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export NO_ALBUMENTATIONS_UPDATE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: help setup demo test test-fast clean bench
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml constraints.txt scripts/setup_venv.sh scripts/tv_cpu_shim.py scripts/tv_cpu_shim_hook.py
+	bash scripts/setup_venv.sh $(VENV)
+	touch $(STAMP)
+
+setup: $(STAMP)  ## create .venv (if missing) and install cxr with its dev extras (CPU-safe)
+
+demo: $(STAMP)  ## synthetic CXR world -> dual-tower training -> retrieval metrics (CPU, a few minutes)
+	bash scripts/demo.sh $(PY)
+
+test: $(STAMP)  ## the whole test suite, offline
+	$(PY) -m pytest tests
+
+test-fast: $(STAMP)  ## tests not marked slow
+	$(PY) -m pytest tests -m "not slow"
+
+bench: $(STAMP)  ## run the benchmarks (see docs/benchmarks.md)
+	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+clean:  ## remove run outputs (keeps .venv)
+	rm -rf runs outputs .pytest_cache

@@ -1,0 +1,1 @@
+"""Data: records, sources, images, transforms, the synthetic CXR world and DataModules."""

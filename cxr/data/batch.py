@@ -1,0 +1,37 @@
+"""Typed batches produced by the DataModules and consumed by the LightningModules."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class ImageTextBatch:
+    """A batch of (image, report text) samples.
+
+    Attributes:
+        images: ``(B, C, H, W)`` float tensor.
+        texts: the report text given to the text tower, one per sample.
+        study_keys: source-qualified study keys (``StudyRecord.key``).
+        study_ids: ``(B,)`` int64 :func:`~cxr.data.records.stable_id` of the study key; two images of one
+            study share it, so losses and metrics can treat them as positives, never as negatives.
+        text_ids: ``(B,)`` int64 stable id of the normalised text; identical reports share it.
+        sample_index: ``(B,)`` int64 index of the sample in its dataset, used to drop the duplicates a
+            ``DistributedSampler`` pads in during evaluation.
+        labels: ``(B, 14)`` int8 four-state CheXpert labels.
+        sources: source name per sample.
+    """
+
+    images: torch.Tensor
+    texts: list[str]
+    study_keys: list[str]
+    study_ids: torch.Tensor
+    text_ids: torch.Tensor
+    sample_index: torch.Tensor
+    labels: torch.Tensor
+    sources: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)

@@ -1,0 +1,1 @@
+"""Models: text and vision towers, pooling, and the LightningModules."""
