@@ -1,0 +1,37 @@
+"""Shared test set-up: offline, deterministic, small; a session-cached synthetic-world factory."""
+
+from __future__ import annotations
+
+import os
+
+# Offline and quiet before anything imports transformers/albumentations.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+_WORLD_CACHE: dict[tuple, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory):
+    """Factory ``synthetic_dataset(layout, num_studies=40, seed=0, image_size=64) -> Path``.
+
+    Each distinct argument tuple is generated once per session (generation is deterministic).
+    """
+    from cxr.data.synthetic import write_synthetic_dataset
+
+    def make(layout: str, num_studies: int = 40, seed: int = 0, image_size: int = 64, **options) -> Path:
+        key = (layout, num_studies, seed, image_size, tuple(sorted(options.items())))
+        if key not in _WORLD_CACHE:
+            out = tmp_path_factory.mktemp(f"synthetic-{layout}")
+            write_synthetic_dataset(out, layout=layout, num_studies=num_studies, seed=seed,
+                                    image_size=image_size, **options)
+            _WORLD_CACHE[key] = out
+        return _WORLD_CACHE[key]
+
+    return make
