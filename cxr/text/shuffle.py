@@ -1,0 +1,47 @@
+"""Section-aware sentence shuffling (the one rule-based online text augmentation, paper §B.4)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from cxr.data.report_text import FINDINGS_TAG, IMPRESSION_TAG
+
+#: Sentence boundary: whitespace after terminal punctuation (the authors' split).
+SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+")
+_SECTION_TAGS = re.compile(r"(\[FINDINGS\]|\[IMPRESSION\])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split ``text`` on ``(?<=[.!?])\\s+``; empty pieces are dropped."""
+    return [s for s in (p.strip() for p in SENTENCE_BOUNDARY.split(text.strip())) if s]
+
+
+def _shuffle_body(body: str, rng: random.Random) -> str:
+    stripped = body.strip()
+    # Optional braces around a section body ("[FINDINGS] {...}") are kept around the shuffled sentences.
+    braced = len(stripped) >= 2 and stripped[0] == "{" and stripped[-1] == "}"
+    inner = stripped[1:-1] if braced else stripped
+    sentences = split_sentences(inner)
+    rng.shuffle(sentences)
+    joined = " ".join(sentences)
+    return "{" + joined + "}" if braced else joined
+
+
+def shuffle_sentences(text: str, rng: random.Random, sectioned: bool = True) -> str:
+    """Shuffle the sentences of a report.
+
+    With ``sectioned`` and ``[FINDINGS]``/``[IMPRESSION]`` tags present, sentences are shuffled
+    independently inside each section; tags and the order of sections are kept (sentences never cross a
+    section). Otherwise the whole text is shuffled as one list. Whitespace is normalised to single spaces.
+    """
+    if sectioned and (FINDINGS_TAG in text or IMPRESSION_TAG in text):
+        pieces = _SECTION_TAGS.split(text)
+        out: list[str] = []
+        for piece in pieces:
+            if piece in (FINDINGS_TAG, IMPRESSION_TAG):
+                out.append(piece)
+            elif piece.strip():
+                out.append(_shuffle_body(piece, rng))
+        return " ".join(out)
+    return _shuffle_body(text, rng)
