@@ -1,0 +1,146 @@
+"""Rule-based, deterministic report variants (clinically equivalent or sub-reports), paper §B.
+
+Every variant function has the signature ``(text, rng) -> str | None`` and returns None when it does not
+apply to ``text`` (for example omission on a one-sentence report). :func:`make_variants` tags results
+with their :class:`VariantKind`.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from cxr.text.abbreviations import contract_abbreviations, expand_abbreviations
+from cxr.text.anatomy import AnatomicalRegion, classify_sentence
+from cxr.text.sentences import all_sentences, parse_sections, render_sections, sentence_positions
+from cxr.text.shuffle import shuffle_sentences
+
+
+class VariantKind(str, Enum):
+    """How a report variant was made."""
+
+    SENTENCE_SPLIT = "sentence_split"
+    OMISSION = "omission"
+    ANATOMICAL_PARTITION = "anatomical_partition"
+    ABBREVIATION_EXPANSION = "abbreviation_expansion"
+    ABBREVIATION_CONTRACTION = "abbreviation_contraction"
+    SENTENCE_SHUFFLE = "sentence_shuffle"
+    PARAPHRASE = "paraphrase"  # LLM-made (cxr.text.paraphrase), never produced by the rules here
+
+
+@dataclass(frozen=True)
+class ReportVariant:
+    """A variant text and the kind of transformation that produced it."""
+
+    text: str
+    kind: VariantKind
+
+
+_NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|resolved)\b", re.IGNORECASE)
+_NORMAL = re.compile(r"\b(?:normal|clear|unremarkable|within normal limits|no acute|stable|unchanged)\b",
+                     re.IGNORECASE)
+# Size/side words mark a sentence as carrying a finding even when it also says "no" ("no change in the
+# small left effusion").
+_FINDING_DETAIL = re.compile(r"\b(?:small|large|mild|moderate|severe|left|right|bilateral|new|increas\w*|"
+                             r"decreas\w*|worse\w*|improv\w*|tube|catheter|line)\b", re.IGNORECASE)
+_TECHNIQUE = re.compile(r"^(?:comparison|compared|portable|ap |pa |frontal|single|views? of|upright|supine)",
+                        re.IGNORECASE)
+
+
+def is_noncritical(sentence: str) -> bool:
+    """Heuristic: a normal/negative statement or technique note whose removal loses no positive finding."""
+    if _TECHNIQUE.search(sentence.strip()):
+        return True
+    return bool(_NEGATION.search(sentence) or _NORMAL.search(sentence)) and not _FINDING_DETAIL.search(sentence)
+
+
+def sentence_split(text: str, rng: random.Random) -> str | None:
+    """One sentence of a multi-sentence report (a sub-report); None for single-sentence reports."""
+    sentences = all_sentences(text)
+    if len(sentences) < 2:
+        return None
+    return rng.choice(sentences)
+
+
+def omit_sentences(text: str, rng: random.Random) -> str | None:
+    """Drop a random non-empty subset of non-critical sentences, keeping at least one sentence.
+
+    Section tags are kept for sections that still have sentences. None when nothing can be dropped.
+    """
+    sections = parse_sections(text)
+    positions = sentence_positions(sections)
+    droppable = [p for p in positions if is_noncritical(sections[p[0]].sentences[p[1]])]
+    if len(positions) < 2 or not droppable:
+        return None
+    max_drop = min(len(droppable), len(positions) - 1)
+    drop = set(rng.sample(droppable, rng.randint(1, max_drop)))
+    for i, sec in enumerate(sections):
+        sec.sentences = [s for j, s in enumerate(sec.sentences) if (i, j) not in drop]
+    return render_sections(sections)
+
+
+def partition_by_region(text: str) -> dict[AnatomicalRegion, list[str]]:
+    """Sentences grouped by anatomical region, in report order (regions without sentences absent)."""
+    groups: dict[AnatomicalRegion, list[str]] = {}
+    for sentence in all_sentences(text):
+        groups.setdefault(classify_sentence(sentence), []).append(sentence)
+    return groups
+
+
+def anatomical_partition(text: str, rng: random.Random) -> str | None:
+    """The sentences about one randomly chosen anatomical region.
+
+    Needs at least two distinct (non-OTHER) regions, so the result is a real part of the report.
+    """
+    groups = {r: s for r, s in partition_by_region(text).items() if r is not AnatomicalRegion.OTHER}
+    if len(groups) < 2:
+        return None
+    region = rng.choice(sorted(groups, key=lambda r: r.value))
+    return " ".join(groups[region])
+
+
+def abbreviation_expansion(text: str, rng: random.Random) -> str | None:
+    """Every abbreviation expanded (see :mod:`cxr.text.abbreviations`)."""
+    return expand_abbreviations(text, rng)
+
+
+def abbreviation_contraction(text: str, rng: random.Random) -> str | None:
+    """Some expanded terms contracted to their abbreviation."""
+    return contract_abbreviations(text, rng)
+
+
+def sentence_shuffle(text: str, rng: random.Random) -> str | None:
+    """Sentences shuffled inside each section; None when no order change is possible or it came out equal."""
+    if max((len(s.sentences) for s in parse_sections(text)), default=0) < 2:
+        return None
+    for _ in range(5):  # a shuffle can return the original order; retry a few times
+        out = shuffle_sentences(text, rng, sectioned=True)
+        if out != render_sections(parse_sections(text)):
+            return out
+    return None
+
+
+VARIANT_FUNCTIONS: dict[VariantKind, Callable[[str, random.Random], str | None]] = {
+    VariantKind.SENTENCE_SPLIT: sentence_split,
+    VariantKind.OMISSION: omit_sentences,
+    VariantKind.ANATOMICAL_PARTITION: anatomical_partition,
+    VariantKind.ABBREVIATION_EXPANSION: abbreviation_expansion,
+    VariantKind.ABBREVIATION_CONTRACTION: abbreviation_contraction,
+    VariantKind.SENTENCE_SHUFFLE: sentence_shuffle,
+}
+
+
+def make_variants(text: str, rng: random.Random,
+                  kinds: Sequence[VariantKind] | None = None) -> list[ReportVariant]:
+    """Apply each requested kind (default: all rule-based kinds) and keep those that apply and differ."""
+    out: list[ReportVariant] = []
+    for kind in kinds or list(VARIANT_FUNCTIONS):
+        if kind not in VARIANT_FUNCTIONS:
+            raise ValueError(f"variant kind {kind.value!r} is not rule-based (use cxr.text.paraphrase)")
+        result = VARIANT_FUNCTIONS[kind](text, rng)
+        if result is not None and result.strip() and result != text:
+            out.append(ReportVariant(result, kind))
+    return out
