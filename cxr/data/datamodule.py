@@ -1,0 +1,226 @@
+"""The image–text DataModule: several sources, mixing weights, view policy, bad-input policy."""
+
+from __future__ import annotations
+
+import logging
+
+
+import numpy as np
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, SequentialSampler
+
+from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
+from cxr.data.records import Split, StudyRecord
+from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
+from cxr.data.sources.base import DatasetSource
+from cxr.data.validation import (BadInputPolicy, DataValidationError, ImageCheck, Problem, ProblemLog,
+                                 apply_policy, dedupe_problems, find_record_problems)
+
+log = logging.getLogger(__name__)
+
+
+class CXRDataModule(LightningDataModule):
+    """Image–report pairs from one or more :class:`~cxr.data.sources.base.DatasetSource`s.
+
+    Training uses the TRAIN studies of ``sources`` (mixed by ``train_weights``); validation and test use
+    the VAL / TEST studies of ``sources`` and of ``eval_sources`` (held-out sets that never train). Each
+    loader yields :class:`~cxr.data.batch.ImageTextBatch`; ``batch.sources`` tells the sets apart.
+
+    Sources are checked (files, CSV headers) when the module is built, so a bad config fails at start-up;
+    tables and images are validated in :meth:`setup` under ``bad_input``: ``raise`` lists every problem in
+    one :class:`~cxr.data.validation.DataValidationError`, ``skip`` drops the affected studies/images and
+    logs counts and locations (never report text).
+
+    Args:
+        sources: training sources (their val/test studies are evaluated too).
+        train_weights: one sampling weight per training source (probability mass per epoch);
+            None samples every training item once per epoch.
+        eval_sources: held-out sources used only for validation/test (by their split).
+        image_size: side of the square model input.
+        in_chans: image channels given to the vision tower (the grey image is repeated).
+        batch_size: training batch size (per device).
+        eval_batch_size: validation/test/predict batch size; default ``batch_size``.
+        num_workers: DataLoader workers.
+        view_policy: ``frontal`` (no laterals; unknown views kept) or ``all``.
+        sampling: training unit: ``study`` (a random eligible view per draw) or ``image``.
+        keep_lateral_only: keep lateral-only studies (using a lateral) instead of skipping them.
+        tagged_sections: ``[FINDINGS]``/``[IMPRESSION]`` tags in texts.
+        text_shuffle_prob: probability of a section-aware sentence shuffle per training draw.
+        bad_input: ``raise`` or ``skip``.
+        image_check: set-up image check: ``none``, ``exists`` or ``probe`` (header/decoder probe).
+        samples_per_epoch: training draws per epoch; default the number of training items.
+        seed: seed of the training sampler (order, view choice, text shuffle).
+        pin_memory: DataLoader ``pin_memory``.
+    """
+
+    def __init__(
+        self,
+        sources: list[DatasetSource],
+        train_weights: list[float] | None = None,
+        eval_sources: list[DatasetSource] | None = None,
+        image_size: int = 224,
+        in_chans: int = 1,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        view_policy: ViewPolicy = ViewPolicy.FRONTAL,
+        sampling: SamplingUnit = SamplingUnit.STUDY,
+        keep_lateral_only: bool = False,
+        tagged_sections: bool = True,
+        text_shuffle_prob: float = 0.0,
+        bad_input: BadInputPolicy = BadInputPolicy.RAISE,
+        image_check: ImageCheck = ImageCheck.PROBE,
+        samples_per_epoch: int | None = None,
+        seed: int = 0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.sources = list(sources)
+        self.eval_sources = list(eval_sources or [])
+        if not self.sources and not self.eval_sources:
+            raise ValueError("CXRDataModule needs at least one source")
+        names = [s.name for s in self.sources + self.eval_sources]
+        if len(set(names)) != len(names):
+            raise ValueError(f"source names must be unique, got {names}")
+        if train_weights is not None:
+            if len(train_weights) != len(self.sources) or min(train_weights) < 0 or sum(train_weights) <= 0:
+                raise ValueError(f"train_weights needs one non-negative weight per source ({len(self.sources)}),"
+                                 f" with a positive sum; got {train_weights}")
+        if not 0.0 <= text_shuffle_prob <= 1.0:
+            raise ValueError(f"text_shuffle_prob must be in [0, 1], got {text_shuffle_prob}")
+        self.train_weights = list(train_weights) if train_weights is not None else None
+        self.image_size = image_size
+        self.in_chans = in_chans
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.view_policy = ViewPolicy(view_policy)
+        self.sampling = SamplingUnit(sampling)
+        self.keep_lateral_only = keep_lateral_only
+        self.tagged_sections = tagged_sections
+        self.text_shuffle_prob = text_shuffle_prob
+        self.bad_input = BadInputPolicy(bad_input)
+        self.image_check = ImageCheck(image_check)
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = seed
+        self.pin_memory = pin_memory
+        # Start-up check: files and headers only, every source at once, before anything heavy happens.
+        problems = ProblemLog()
+        for source in self.sources + self.eval_sources:
+            source.check(problems)
+        problems.raise_fatal("data sources are misconfigured")
+        self._records: dict[Split, list[StudyRecord]] | None = None
+        self._datasets: dict[Split, ImageTextDataset] = {}
+
+    # -- records -------------------------------------------------------------------------------------------
+    def load_records(self) -> dict[Split, list[StudyRecord]]:
+        """Load and validate every source once; returns the studies per split (after the bad-input policy)."""
+        if self._records is not None:
+            return self._records
+        all_problems: list[Problem] = []
+        kept: dict[str, list[StudyRecord]] = {}
+        for source in self.sources + self.eval_sources:
+            problems = ProblemLog()
+            records = source.load(problems)
+            problems.raise_fatal(f"source {source.name!r}")
+            problems.extend(find_record_problems(records, f"source {source.name!r}", self.image_check))
+            found = dedupe_problems(problems.problems)
+            all_problems.extend(found)
+            if self.bad_input is BadInputPolicy.SKIP:
+                kept[source.name] = apply_policy(records, found, self.bad_input, f"source {source.name!r}")
+            else:
+                kept[source.name] = records
+        if all_problems and self.bad_input is BadInputPolicy.RAISE:
+            raise DataValidationError(all_problems, "invalid input data (bad_input=raise)")
+        eval_names = {s.name for s in self.eval_sources}
+        by_split: dict[Split, list[StudyRecord]] = {split: [] for split in Split}
+        for name, records in kept.items():
+            for rec in records:
+                if name in eval_names and rec.split is Split.TRAIN:
+                    continue  # held-out sources never train
+                by_split[rec.split].append(rec)
+        self._records = by_split
+        return by_split
+
+    def _dataset(self, split: Split) -> ImageTextDataset:
+        split = Split(split)
+        if split not in self._datasets:
+            from cxr.data.images import load_image
+            from cxr.data.transforms import build_transform
+
+            records = self.load_records()[split]
+            train = split is Split.TRAIN
+            items, no_image = build_items(records, train, self.view_policy, self.sampling, self.keep_lateral_only)
+            if no_image:
+                log.info("%s: %d of %d studies have no image under view_policy=%s (left out)", split.value,
+                         no_image, len(records), self.view_policy.value)
+            transform = build_transform(train=train, image_size=self.image_size, in_chans=self.in_chans)
+            self._datasets[split] = ImageTextDataset(records, items, load_image, transform,
+                                                     tagged_sections=self.tagged_sections,
+                                                     text_shuffle_prob=self.text_shuffle_prob if train else 0.0)
+        return self._datasets[split]
+
+    def records(self, split: Split | str) -> list[StudyRecord]:
+        """The studies ``split`` yields samples from (in dataset order; studies without an eligible image
+        under the view policy are left out)."""
+        dataset = self._dataset(Split(split))
+        used = sorted({it.record_index for it in dataset.items})
+        return [dataset.records[i] for i in used]
+
+    def texts(self, split: Split | str) -> list[str]:
+        """Every distinct text ``split`` can yield with shuffling off, in first-seen order."""
+        dataset = self._dataset(Split(split))
+        seen: dict[str, None] = {}
+        for it in dataset.items:
+            seen.setdefault(dataset.texts[it.record_index], None)
+        return list(seen)
+
+    # -- Lightning hooks -----------------------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        self.load_records()
+        wanted = {"fit": (Split.TRAIN, Split.VAL), "validate": (Split.VAL,), "test": (Split.TEST,),
+                  "predict": (Split.TEST,)}.get(stage or "", tuple(Split))
+        for split in wanted:
+            if self._records and self._records[split]:
+                self._dataset(split)
+
+    def _loader(self, dataset: ImageTextDataset, batch_size: int, sampler, drop_last: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                          num_workers=self.num_workers, collate_fn=collate_samples, pin_memory=self.pin_memory,
+                          persistent_workers=False)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self._dataset(Split.TRAIN)
+        if len(dataset) == 0:
+            raise ValueError("no training samples: the sources have no usable TRAIN studies")
+        weights = None
+        if self.train_weights is not None:
+            weights = mixing_weights(dataset.source_of_items(),
+                                     {s.name: w for s, w in zip(self.sources, self.train_weights)})
+        sampler = SeededSampler(len(dataset), weights=weights, num_samples=self.samples_per_epoch, seed=self.seed)
+        if len(sampler) < self.batch_size:
+            raise ValueError(f"{len(sampler)} training samples per epoch is fewer than one batch "
+                             f"({self.batch_size}); drop_last would leave nothing")
+        return self._loader(dataset, self.batch_size, sampler, drop_last=True)
+
+    def _eval_loader(self, split: Split) -> DataLoader:
+        dataset = self._dataset(split)
+        return self._loader(dataset, self.eval_batch_size, SequentialSampler(dataset), drop_last=False)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader(Split.VAL)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(Split.TEST)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader(Split.TEST)
+
+
+def records_by_source(records: list[StudyRecord]) -> dict[str, int]:
+    """Study counts per source (for summaries)."""
+    names, counts = np.unique([r.source for r in records], return_counts=True)
+    return dict(zip(names.tolist(), counts.tolist()))
+
+
+__all__ = ["CXRDataModule", "records_by_source"]

@@ -1,0 +1,136 @@
+"""The image–text dataset over :class:`StudyRecord`s and its collate function."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cxr.data.batch import ImageTextBatch
+from cxr.data.records import ImageRef, StudyRecord, stable_id
+from cxr.data.report_text import compose_report_text, normalize_whitespace
+from cxr.data.sampling import SampleKey, SamplingUnit, ViewPolicy, eligible_images, eval_image
+
+ImageLoader = Callable[[str], np.ndarray]
+Transform = Callable[[np.ndarray], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DatasetItem:
+    """One sample slot: a study and the images it may draw from (one fixed image in eval/image mode)."""
+
+    record_index: int
+    images: tuple[ImageRef, ...]
+
+
+@dataclass
+class Sample:
+    """One loaded sample, before collation."""
+
+    image: torch.Tensor
+    text: str
+    study_key: str
+    text_id: int
+    sample_index: int
+    labels: np.ndarray
+    source: str
+
+
+def text_id(text: str) -> int:
+    """Stable id of a report text (whitespace-normalised, case kept): identical reports share it."""
+    return stable_id(normalize_whitespace(text))
+
+
+def build_items(records: Sequence[StudyRecord], train: bool, view_policy: ViewPolicy, sampling: SamplingUnit,
+                keep_lateral_only: bool) -> tuple[list[DatasetItem], int]:
+    """Items for ``records`` and the number of studies left out for lack of an eligible image.
+
+    Evaluation always uses one deterministic image per study (:func:`eval_image`); training uses one item
+    per study (random eligible view per draw) or one per eligible image.
+    """
+    items: list[DatasetItem] = []
+    no_image = 0
+    for i, rec in enumerate(records):
+        images = eligible_images(rec, view_policy, keep_lateral_only)
+        if not images:
+            no_image += 1
+            continue
+        if not train:
+            items.append(DatasetItem(i, (eval_image(images),)))
+        elif SamplingUnit(sampling) is SamplingUnit.IMAGE:
+            items.extend(DatasetItem(i, (im,)) for im in images)
+        else:
+            items.append(DatasetItem(i, images))
+    return items, no_image
+
+
+class ImageTextDataset(Dataset):
+    """(image, report text) samples over study records.
+
+    Indexable by ``int`` (deterministic: first image, no shuffle) or by a :class:`SampleKey` from
+    :class:`~cxr.data.sampling.SeededSampler` (its seed picks the view and decides the sentence shuffle).
+
+    Args:
+        records: the studies.
+        items: from :func:`build_items`.
+        load_image: path -> float32 (H, W) in [0, 1].
+        transform: image array -> (C, H, W) tensor.
+        tagged_sections: ``[FINDINGS]``/``[IMPRESSION]`` tags in the text.
+        text_shuffle_prob: probability of a section-aware sentence shuffle per keyed draw (training only).
+    """
+
+    def __init__(self, records: Sequence[StudyRecord], items: Sequence[DatasetItem], load_image: ImageLoader,
+                 transform: Transform, tagged_sections: bool = True, text_shuffle_prob: float = 0.0) -> None:
+        self.records = list(records)
+        self.items = list(items)
+        self.load_image = load_image
+        self.transform = transform
+        self.tagged_sections = tagged_sections
+        self.text_shuffle_prob = text_shuffle_prob
+        # Composed once: a record without text fails here (at set-up), not in a worker mid-epoch.
+        self.texts = [compose_report_text(r.report, tagged=tagged_sections) for r in self.records]
+        self.text_ids = [text_id(t) for t in self.texts]
+        self.study_ids = [stable_id(r.key) for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def source_of_items(self) -> list[str]:
+        return [self.records[it.record_index].source for it in self.items]
+
+    def __getitem__(self, key: int | SampleKey) -> Sample:
+        rng = random.Random(key.seed) if isinstance(key, SampleKey) else None
+        index = key.index if isinstance(key, SampleKey) else int(key)
+        item = self.items[index]
+        record = self.records[item.record_index]
+        image_ref = item.images[rng.randrange(len(item.images))] if rng and len(item.images) > 1 else item.images[0]
+        try:
+            pixels = self.load_image(image_ref.path)
+        except Exception as err:  # name the file and study; the decoder's own message follows
+            raise RuntimeError(f"cannot load image {image_ref.path} of study {record.key}: {err}") from err
+        text = self.texts[item.record_index]
+        if rng is not None and self.text_shuffle_prob > 0 and rng.random() < self.text_shuffle_prob:
+            from cxr.text.shuffle import shuffle_sentences
+
+            text = shuffle_sentences(text, rng, sectioned=self.tagged_sections)
+        return Sample(image=self.transform(pixels), text=text, study_key=record.key,
+                      text_id=self.text_ids[item.record_index], sample_index=index, labels=record.labels,
+                      source=record.source)
+
+
+def collate_samples(samples: Sequence[Sample]) -> ImageTextBatch:
+    """Stack samples into an :class:`ImageTextBatch` (ids as int64, labels as int8)."""
+    return ImageTextBatch(
+        images=torch.stack([s.image for s in samples]),
+        texts=[s.text for s in samples],
+        study_keys=[s.study_key for s in samples],
+        study_ids=torch.tensor([stable_id(s.study_key) for s in samples], dtype=torch.int64),
+        text_ids=torch.tensor([s.text_id for s in samples], dtype=torch.int64),
+        sample_index=torch.tensor([s.sample_index for s in samples], dtype=torch.int64),
+        labels=torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.int8)),
+        sources=[s.source for s in samples],
+    )

@@ -1,0 +1,115 @@
+"""Which image of a study a sample uses, and how training samples are drawn (mixing, seeding)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from cxr.data.records import ImageRef, StudyRecord, ViewPosition
+
+
+class ViewPolicy(str, Enum):
+    """Images a study offers: ``frontal`` (PA/AP and unknown/other positions, never laterals) or ``all``."""
+
+    FRONTAL = "frontal"
+    ALL = "all"
+
+
+class SamplingUnit(str, Enum):
+    """Training unit: ``study`` (one sample per study, a random eligible view each epoch) or ``image``."""
+
+    STUDY = "study"
+    IMAGE = "image"
+
+
+#: Evaluation preference: PA > AP > unknown/other positions > laterals (laterals only when allowed).
+_EVAL_RANK = {ViewPosition.PA: 0, ViewPosition.AP: 1, ViewPosition.UNKNOWN: 2, ViewPosition.OTHER: 3,
+              ViewPosition.LATERAL: 4, ViewPosition.LL: 5}
+
+
+def eligible_images(record: StudyRecord, policy: ViewPolicy, keep_lateral_only: bool) -> tuple[ImageRef, ...]:
+    """The images of ``record`` a sample may use; empty when the study has none under the policy.
+
+    Under ``frontal``, a view that is unknown (a manifest without a view column) is kept; a lateral-only
+    study falls back to its laterals when ``keep_lateral_only``.
+    """
+    if ViewPolicy(policy) is ViewPolicy.ALL:
+        return record.images
+    frontal = tuple(im for im in record.images if not im.view.is_lateral)
+    if frontal:
+        return frontal
+    return record.images if keep_lateral_only else ()
+
+
+def eval_image(images: Sequence[ImageRef]) -> ImageRef:
+    """The deterministic evaluation image: best view rank, ties broken by image id then path."""
+    return min(images, key=lambda im: (_EVAL_RANK[im.view], im.image_id, im.path))
+
+
+@dataclass(frozen=True)
+class SampleKey:
+    """What a sampler yields: the dataset index and a seed for that draw's randomness (view, shuffle)."""
+
+    index: int
+    seed: int
+
+
+class SeededSampler(Sampler[SampleKey]):
+    """Seeded training sampler: a shuffled pass, or weighted draws with replacement (source mixing).
+
+    Each draw carries its own random seed, so the view choice and the text shuffle of a sample do not
+    depend on the number of workers. The epoch advances on every pass (and follows ``set_epoch`` when
+    Lightning calls it), so every rank of a DDP job draws the same sequence before it is split.
+
+    Args:
+        num_items: dataset length.
+        weights: per-item sampling weight; None gives a plain shuffled pass without replacement.
+        num_samples: draws per epoch (default: ``num_items``).
+        seed: base seed.
+    """
+
+    def __init__(self, num_items: int, weights: Sequence[float] | None = None, num_samples: int | None = None,
+                 seed: int = 0) -> None:
+        if num_items <= 0:
+            raise ValueError("cannot sample from an empty dataset")
+        self.num_items = num_items
+        self.weights = None if weights is None else torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        if self.weights is not None and (len(self.weights) != num_items or float(self.weights.sum()) <= 0):
+            raise ValueError("weights must have one non-negative entry per item and a positive sum")
+        self.num_samples = num_samples or num_items
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        self.epoch += 1
+        if self.weights is None:
+            order = torch.cat([torch.randperm(self.num_items, generator=gen)
+                               for _ in range(-(-self.num_samples // self.num_items))])[: self.num_samples]
+        else:
+            order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=gen)
+        seeds = torch.randint(0, 2**62, (self.num_samples,), generator=gen)
+        for idx, s in zip(order.tolist(), seeds.tolist()):
+            yield SampleKey(idx, s)
+
+
+def mixing_weights(source_of_item: Sequence[str], source_weights: dict[str, float]) -> np.ndarray:
+    """Per-item weights so that each source is drawn with probability proportional to its weight."""
+    names = np.asarray(source_of_item)
+    out = np.zeros(len(names), dtype=np.float64)
+    for name, w in source_weights.items():
+        mask = names == name
+        if mask.any():
+            out[mask] = w / mask.sum()
+    return out
