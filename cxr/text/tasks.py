@@ -1,0 +1,48 @@
+"""Pair tasks and their instructions (paper §A.5, with full instructions instead of the fork's 1-char bug)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class PairTask(str, Enum):
+    """Closed set of contrastive pair tasks. Aliases ``cxr``/``cxr2``/``cxr3`` are the authors' CSV tags."""
+
+    VARIANT = "variant"
+    SUMMARIZE = "summarize"
+    CLASSIFY = "classify"
+
+    @classmethod
+    def parse(cls, value: str) -> PairTask:
+        key = str(value).strip().lower()
+        aliases = {"cxr": cls.VARIANT, "cxr2": cls.SUMMARIZE, "cxr3": cls.CLASSIFY}
+        if key in aliases:
+            return aliases[key]
+        try:
+            return cls(key)
+        except ValueError:
+            names = ", ".join([t.value for t in cls] + list(aliases))
+            raise ValueError(f"unknown pair task {value!r} (expected one of {names})") from None
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """A task's query-side instruction and whether query/positive are interchangeable.
+
+    Symmetric tasks swap query and positive at random during training (the authors' ``cxr`` task).
+    """
+
+    name: PairTask
+    instruction: str
+    symmetric: bool
+
+
+TASK_SPECS: dict[PairTask, TaskSpec] = {
+    PairTask.VARIANT: TaskSpec(PairTask.VARIANT, "Retrieve a chest X-ray report that is clinically equivalent "
+                               "to the given report", symmetric=True),
+    PairTask.SUMMARIZE: TaskSpec(PairTask.SUMMARIZE, "Given the findings of a chest X-ray report, retrieve its "
+                                 "impression", symmetric=False),
+    PairTask.CLASSIFY: TaskSpec(PairTask.CLASSIFY, "Given a chest X-ray report, retrieve the statement of its "
+                                "findings and normal observations", symmetric=False),
+}
