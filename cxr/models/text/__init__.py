@@ -1,5 +1,9 @@
 """Text towers: Hugging Face encoders (BERT family, or decoder LLMs made bidirectional) with pooling."""
 
-from cxr.models.text.encoder import TextEncoder
+from cxr.models.text.encoder import TextEncoder, TokenizedText
+from cxr.models.text.instructions import instruction_for_report
+from cxr.models.text.lora import LoraSettings
+from cxr.models.text.pooling import LatentAttentionPooling, PoolingMode
 
-__all__ = ["TextEncoder"]
+__all__ = ["LatentAttentionPooling", "LoraSettings", "PoolingMode", "TextEncoder", "TokenizedText",
+           "instruction_for_report"]

