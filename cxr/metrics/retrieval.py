@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
+from cxr.labels import LabelState, UncertainPolicy
+from cxr.metrics.label_agreement import LabelAgreementOptions, retrieval_label_agreement
 from cxr.metrics.ranking import (
     RankResult,
     TieRule,
@@ -86,6 +88,12 @@ class ImageTextRetrieval(Metric):
         chunk_size: query rows scored at once.
         tie_rule: ``pessimistic`` (ties count against the model) or ``optimistic``.
         normalize: L2-normalise embeddings before scoring (cosine similarity).
+        uncertain_policy: how UNCERTAIN labels count in the label agreement (only when labels are given).
+        exclude_support_devices: leave Support Devices out of the label agreement.
+
+    When labels are passed to :meth:`update` (and are not all NOT_MENTIONED), ``compute`` also returns the
+    image→text clinical label agreement of the retrieved reports (:mod:`cxr.metrics.label_agreement`):
+    ``i2t_exact_P@k``, ``i2t_overlap_P@k``, ``i2t_top1_{micro,macro}_f1_{5,14}``.
     """
 
     is_differentiable = False
@@ -100,6 +108,8 @@ class ImageTextRetrieval(Metric):
         chunk_size: int = 4096,
         tie_rule: TieRule | str = TieRule.PESSIMISTIC,
         normalize: bool = True,
+        uncertain_policy: UncertainPolicy | str = UncertainPolicy.ZEROS,
+        exclude_support_devices: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
@@ -111,6 +121,8 @@ class ImageTextRetrieval(Metric):
         self.chunk_size = int(chunk_size)
         self.tie_rule = TieRule(tie_rule)
         self.normalize = bool(normalize)
+        self.label_options = LabelAgreementOptions(uncertain_policy=UncertainPolicy(uncertain_policy),
+                                                   exclude_support_devices=bool(exclude_support_devices))
         for name in ("image_emb", "text_emb", "study_ids", "text_ids", "sample_index", "labels"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
@@ -208,6 +220,14 @@ class ImageTextRetrieval(Metric):
             out[f"{name}_median_rank"] = torch.tensor(s.median_rank)
             out[f"{name}_num_queries"] = torch.tensor(s.num_queries)
             out[f"{name}_num_candidates"] = torch.tensor(int(direction.candidate_rows.numel()))
+        labels = details.labels
+        if labels is not None and bool((labels != LabelState.NOT_MENTIONED).any()):
+            i2t = details.i2t
+            top = i2t.ranks.topk_indices
+            ks = [k for k in self.ks if k <= top.shape[1]]
+            retrieved = labels[i2t.candidate_rows[top]]  # (Nq, K, 14)
+            agreement = retrieval_label_agreement(labels[i2t.query_rows], retrieved, ks, self.label_options)
+            out.update({f"i2t_{k}": torch.tensor(v) for k, v in agreement.items()})
         return out
 
     def compute(self) -> dict[str, torch.Tensor]:
