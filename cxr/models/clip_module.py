@@ -1,0 +1,228 @@
+"""LLM2CLIP4CXR: a timm vision tower aligned CLIP-style to a frozen LLM text encoder through an adapter."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from lightning.pytorch import LightningModule
+from torch import nn
+
+from cxr.data.batch import ImageTextBatch
+from cxr.data.records import Split
+from cxr.losses.clip import (
+    SIGLIP_INIT_LOGIT_BIAS,
+    ClipLossConfig,
+    ClipLossKind,
+    clamp_logit_scale_,
+    clip_loss,
+)
+from cxr.models.param_groups import clip_param_groups
+from cxr.models.text_tower import TextTower
+from cxr.models.vision import VisionTower
+
+
+@dataclass
+class EmbeddingBatch:
+    """What ``predict_step`` returns: joint-space embeddings and the batch's identifiers (never text)."""
+
+    image_emb: torch.Tensor
+    text_emb: torch.Tensor
+    study_keys: list[str]
+    study_ids: torch.Tensor
+    sample_index: torch.Tensor
+    labels: torch.Tensor
+    sources: list[str]
+    texts: list[str]
+
+
+def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
+    """LR multiplier: linear warm-up then cosine to ``min_ratio`` (EVA-CLIP ``warmup_cosine_lr``)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _under_cli() -> bool:
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    return _given_hyperparameters.get() is not None
+
+
+class CLIPAlignModule(LightningModule):
+    """Dual-tower image–text alignment (LLM2CLIP4CXR, paper §C).
+
+    Args:
+        vision: timm vision tower (trainable).
+        text: text tower (frozen encoder, optional LoRA, optional embedding cache).
+        embed_dim: joint embedding size (paper: 1280).
+        loss: contrastive-loss settings (InfoNCE/SigLIP, normalisation, study-aware masking).
+        lr: base learning rate (paper: 1e-5).
+        text_lr_scale: lr multiplier of the text adapter and LoRA (a fresh adapter may want more).
+        weight_decay: AdamW decay on ≥2-D weights (paper: 0.05); norms, biases and the scale get none.
+        betas, eps: AdamW (paper: (0.9, 0.98), 1e-6).
+        warmup_steps: linear warm-up steps before the cosine schedule.
+        min_lr_ratio: cosine floor as a fraction of the base lr.
+        layer_decay: layer-wise lr decay on the vision backbone (paper: 0.85; 1 disables).
+        head_init_std: the image projection starts at trunc-normal(0.02·this) (EVA-CLIP: 0.001).
+        eval_ks: the K of validation/test Recall@K.
+        retrieval_protocol: ``study`` or ``image`` (see ``cxr.metrics.retrieval``).
+        fill_text_cache: embed the DataModule's texts into the cache during ``setup``.
+    """
+
+    def __init__(
+        self,
+        vision: VisionTower,
+        text: TextTower,
+        embed_dim: int = 512,
+        loss: ClipLossConfig | None = None,
+        lr: float = 1e-5,
+        text_lr_scale: float = 1.0,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.98),
+        eps: float = 1e-6,
+        warmup_steps: int = 0,
+        min_lr_ratio: float = 0.0,
+        layer_decay: float = 0.85,
+        head_init_std: float = 1.0,
+        eval_ks: list[int] | None = None,
+        retrieval_protocol: str = "study",
+        fill_text_cache: bool = True,
+    ) -> None:
+        super().__init__()
+        if _under_cli():
+            self.save_hyperparameters()  # the CLI's config (class paths) rebuilds the towers on load
+        else:
+            self.save_hyperparameters(ignore=["vision", "text"])
+        self.vision = vision
+        self.text = text
+        self.loss_config = loss or ClipLossConfig()
+        self.image_proj = nn.Linear(vision.num_features, embed_dim)
+        nn.init.trunc_normal_(self.image_proj.weight, std=0.02 * head_init_std)
+        nn.init.zeros_(self.image_proj.bias)
+        self.text_adapter = text.make_adapter(embed_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(self.loss_config.initial_scale()),
+                                        requires_grad=self.loss_config.learn_logit_scale)
+        siglip = self.loss_config.kind == ClipLossKind.SIGLIP
+        self.logit_bias = nn.Parameter(torch.tensor(SIGLIP_INIT_LOGIT_BIAS)) if siglip else None
+        ks = tuple(eval_ks or (1, 5, 10))
+        from cxr.metrics.retrieval import ImageTextRetrieval
+
+        self.val_retrieval = ImageTextRetrieval(ks=ks, protocol=retrieval_protocol,
+                                                normalize=self.loss_config.normalize)
+        self.test_retrieval = ImageTextRetrieval(ks=ks, protocol=retrieval_protocol,
+                                                 normalize=self.loss_config.normalize)
+        # Checkpoints hold only trainable weights; the frozen encoder comes from its own files.
+        self.strict_loading = False
+
+    # -------------------------------------------------------------------------------------- building
+    def setup(self, stage: str) -> None:
+        if not self.text.uses_cache:
+            return
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is not None and float(getattr(dm, "text_shuffle_prob", 0.0) or 0.0) > 0:
+            raise ValueError("text.use_cache=true cannot be combined with data.text_shuffle_prob > 0: shuffled "
+                             "reports are new texts every epoch; set one of them off")
+        if self.hparams.fill_text_cache and dm is not None and hasattr(dm, "texts"):
+            splits = {"fit": (Split.TRAIN, Split.VAL), "validate": (Split.VAL,), "test": (Split.TEST,),
+                      "predict": (Split.TRAIN, Split.VAL, Split.TEST)}.get(stage, ())
+            texts: list[str] = []
+            for split in splits:
+                texts.extend(dm.texts(split))
+            self.text.fill_cache(texts)
+
+    def configure_model(self) -> None:
+        # The LLM is only needed online: with LoRA, or without the cache. Idempotent.
+        if not self.text.uses_cache:
+            self.text.build_encoder()
+
+    # --------------------------------------------------------------------------------------- forward
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        return self.image_proj(self.vision(images))
+
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        feats = self.text(texts).to(self.device)
+        return self.text_adapter(feats)
+
+    def forward(self, batch: ImageTextBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_images(batch.images), self.encode_texts(batch.texts)
+
+    def _loss(self, batch: ImageTextBatch):
+        image_emb, text_emb = self(batch)
+        return clip_loss(image_emb, text_emb, self.logit_scale, batch.study_ids, batch.text_ids,
+                         self.loss_config, self.logit_bias)
+
+    def training_step(self, batch: ImageTextBatch, batch_idx: int) -> torch.Tensor:
+        out = self._loss(batch)
+        b = len(batch)
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=b, sync_dist=False)
+        self.log("train/logit_scale", self.logit_scale.detach().exp() if self.loss_config.exp_scale
+                 else self.logit_scale.detach(), batch_size=b)
+        self.log("train/i2t_acc", out.i2t_acc, batch_size=b)
+        self.log("train/t2i_acc", out.t2i_acc, batch_size=b)
+        return out.loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        clamp_logit_scale_(self.logit_scale, self.loss_config.max_logit_scale)
+
+    def _eval_step(self, batch: ImageTextBatch, metric, prefix: str) -> None:
+        image_emb, text_emb = self(batch)
+        out = clip_loss(image_emb, text_emb, self.logit_scale, batch.study_ids, batch.text_ids,
+                        self.loss_config, self.logit_bias)
+        self.log(f"{prefix}/loss", out.loss, batch_size=len(batch), sync_dist=True)
+        metric.update(image_emb, text_emb, batch.study_ids, batch.text_ids, batch.sample_index, batch.labels)
+
+    def _log_retrieval(self, metric, prefix: str) -> None:
+        values = metric.compute()
+        metric.reset()
+        keep = {f"{prefix}/{k}": v.float() for k, v in values.items() if "num_" not in k}
+        self.log_dict(keep, sync_dist=False)  # already synced by the metric
+
+    def validation_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_retrieval, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_retrieval(self.val_retrieval, "val")
+
+    def test_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_retrieval, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_retrieval(self.test_retrieval, "test")
+
+    def predict_step(self, batch: ImageTextBatch, batch_idx: int, dataloader_idx: int = 0) -> EmbeddingBatch:
+        image_emb, text_emb = self(batch)
+        return EmbeddingBatch(image_emb=image_emb.float().cpu(), text_emb=text_emb.float().cpu(),
+                              study_keys=list(batch.study_keys), study_ids=batch.study_ids.cpu(),
+                              sample_index=batch.sample_index.cpu(), labels=batch.labels.cpu(),
+                              sources=list(batch.sources), texts=list(batch.texts))
+
+    # ------------------------------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        hp = self.hparams
+        heads: dict[str, nn.Module] = {"image_proj": self.image_proj, "text_adapter": self.text_adapter}
+        if self.text.trainable and self.text.encoder is not None:
+            heads["text_lora"] = self.text.encoder
+        scalars = [self.logit_scale] + ([self.logit_bias] if self.logit_bias is not None else [])
+        groups = clip_param_groups(self.vision.backbone, heads, scalars, hp.weight_decay, hp.layer_decay,
+                                   text_lr_scale=hp.text_lr_scale, text_heads=("text_adapter", "text_lora"))
+        opt = torch.optim.AdamW([g.as_dict(hp.lr) for g in groups], lr=hp.lr, betas=tuple(hp.betas),
+                                eps=hp.eps)
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.min_lr_ratio))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def trainable_state_keys(self) -> set[str]:
+        """State-dict keys a checkpoint keeps: trainable params plus buffers outside the frozen encoder."""
+        keep = {n for n, p in self.named_parameters() if p.requires_grad}
+        keep |= {n for n, _ in self.named_buffers() if not n.startswith("text.encoder.")}
+        return keep
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        keep = self.trainable_state_keys()
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}

