@@ -1,0 +1,132 @@
+"""TextEncoder: instructions and embed_mask, encode contract, fingerprint, LoRA/checkpointing, MNTP head."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cxr.models.text import LoraSettings, TextEncoder, instruction_for_report
+from cxr.models.text.instructions import FINDINGS_INSTRUCTION, IMPRESSION_INSTRUCTION, REPORT_INSTRUCTION
+from cxr.models.text.pooling import masked_mean
+from cxr.models.text.tiny import build_tiny_model
+
+TEXTS = ["No acute cardiopulmonary process.", "Small left pleural effusion.",
+         "Large right pneumothorax with mediastinal shift.", "Heart size is normal."]
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return build_tiny_model("llama", tmp_path_factory.mktemp("tiny-enc") / "llama", seed=2)
+
+
+@pytest.fixture(scope="module")
+def encoder(llama_dir):
+    return TextEncoder(str(llama_dir))
+
+
+def test_instruction_attended_but_not_pooled(encoder):
+    a = encoder.encode([("Retrieve semantically similar sentences", TEXTS[0])])
+    b = encoder.encode([("Classify the given report", TEXTS[0])])
+    assert not torch.allclose(a, b, atol=1e-4)  # the instruction is attended to (bidirectional)
+    feats = encoder.tokenize([("Classify the given report", TEXTS[0]), TEXTS[1]])
+    text_ids = encoder.tokenizer(" " + TEXTS[0], add_special_tokens=False)["input_ids"]
+    row = feats.embed_mask[0].bool()
+    assert feats.input_ids[0][row].tolist() == text_ids  # mask covers exactly the text tokens
+    assert int(feats.attention_mask[0].sum()) > len(text_ids)
+    with torch.no_grad():
+        pooled = encoder(feats)
+        manual = masked_mean(encoder.hidden_states(feats), feats.embed_mask)
+    torch.testing.assert_close(pooled, manual)
+    torch.testing.assert_close(pooled[0:1], b, atol=1e-5, rtol=1e-4)
+
+
+def test_empty_text_is_an_error(encoder):
+    with pytest.raises(ValueError, match="text 2 is empty"):
+        encoder.encode([TEXTS[0], TEXTS[1], "   "])
+    with pytest.raises(ValueError, match="text 1 is empty"):
+        encoder.tokenize([TEXTS[0], ("Some instruction", "")])
+
+
+def test_encode_order_dtype_and_batching(encoder):
+    whole = encoder.encode(TEXTS, batch_size=4)
+    pieces = torch.cat([encoder.encode([t]) for t in TEXTS])
+    assert whole.dtype == torch.float32 and whole.device.type == "cpu" and whole.shape == (4, 64)
+    torch.testing.assert_close(whole, pieces, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(encoder.encode(TEXTS[::-1], batch_size=3), whole.flip(0), atol=1e-5, rtol=1e-4)
+
+
+def test_truncation_keeps_instruction(llama_dir):
+    enc = TextEncoder(str(llama_dir), max_length=12)
+    feats = enc.tokenize([("Retrieve", " ".join(TEXTS))])
+    assert feats.input_ids.shape[1] == 12 and feats.embed_mask.sum() > 0
+    with pytest.raises(ValueError, match="no room"):
+        TextEncoder(str(llama_dir), max_length=4).tokenize([(REPORT_INSTRUCTION, TEXTS[0])])
+
+
+def test_default_instruction_and_rule(llama_dir):
+    assert instruction_for_report("[FINDINGS] x [IMPRESSION] y") == FINDINGS_INSTRUCTION
+    assert instruction_for_report("[IMPRESSION] y") == IMPRESSION_INSTRUCTION
+    assert instruction_for_report("plain") == REPORT_INSTRUCTION
+    enc = TextEncoder(str(llama_dir), instruction=REPORT_INSTRUCTION)
+    plain = TextEncoder(str(llama_dir))
+    torch.testing.assert_close(enc.encode([TEXTS[0]]), plain.encode([(REPORT_INSTRUCTION, TEXTS[0])]))
+    assert enc.fingerprint() != plain.fingerprint()
+
+
+def test_fingerprint_tracks_weights_and_settings(llama_dir, encoder):
+    base = encoder.fingerprint()
+    assert TextEncoder(str(llama_dir)).fingerprint() == base
+    assert TextEncoder(str(llama_dir), max_length=64).fingerprint() != base
+    assert TextEncoder(str(llama_dir), pooling="weighted_mean").fingerprint() != base
+    assert TextEncoder(str(llama_dir), skip_instruction=False).fingerprint() != base
+    other = TextEncoder(str(llama_dir))
+    with torch.no_grad():
+        p = other.model.layers[1].mlp.down_proj.weight
+        p[3, 5] += 1e-3  # one element, not necessarily in the strided sample: the sums catch it
+    assert other.fingerprint() != base
+
+
+def test_lora_gradient_checkpointing_and_freeze(llama_dir):
+    torch.manual_seed(0)
+    enc = TextEncoder(str(llama_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0), freeze=True,
+                      gradient_checkpointing=True, pooling="latent_attention", init_pooling=True)
+    trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n and "llm2clip" in n for n in trainable)
+    enc.train()
+    emb = enc(enc.tokenize(TEXTS[:2]))
+    emb.float().pow(2).sum().backward()
+    grads = {n: p.grad for n, p in enc.named_parameters() if p.requires_grad}
+    assert all(g is not None for g in grads.values())
+    assert any(g.abs().sum() > 0 for n, g in grads.items() if "lora_A" in n or "lora_B" in n)
+    assert enc.model.get_base_model().is_gradient_checkpointing
+
+
+def test_latent_pooling_without_weights_is_an_error(llama_dir):
+    with pytest.raises(ValueError, match="no pooling weights"):
+        TextEncoder(str(llama_dir), pooling="latent_attention")
+
+
+def test_lm_head_for_mntp(llama_dir):
+    enc = TextEncoder(str(llama_dir), with_lm_head=True, lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    feats = enc.tokenize(TEXTS[:2])
+    logits = enc.lm_logits(feats)
+    assert logits.shape == (*feats.input_ids.shape, enc.vocab_size)
+    logits.sum().backward()  # LoRA layers injected in the shared backbone get grads through the LM path
+    assert any(p.grad is not None for n, p in enc.named_parameters() if "lora_" in n)
+    with pytest.raises(RuntimeError, match="with_lm_head"):
+        TextEncoder(str(llama_dir)).lm_logits(feats)
+
+
+def test_bf16_weights(llama_dir):
+    enc = TextEncoder(str(llama_dir), torch_dtype="bfloat16")
+    assert next(enc.model.parameters()).dtype == torch.bfloat16
+    assert enc.encode(TEXTS[:2]).dtype == torch.float32
+
+
+def test_bert_baseline_and_minilm_tokenizer(tmp_path):
+    path = build_tiny_model("bert", tmp_path / "bert", tokenizer="minilm", layers=1)
+    enc = TextEncoder(str(path), pooling="cls")
+    feats = enc.tokenize([("query", TEXTS[0])])
+    assert feats.input_ids[0, 0] == enc.tokenizer.cls_token_id and feats.input_ids[0, -1] == enc.tokenizer.sep_token_id
+    assert feats.embed_mask[0, 0] == 0 and feats.embed_mask[0, -1] == 0
+    assert enc.encode(TEXTS).shape == (4, 64)
