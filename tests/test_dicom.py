@@ -18,7 +18,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
-from cxr.data.dicom import VoiMode, decode_dicom, probe_dicom
+from cxr.data.dicom import VoiMode, decode_dicom, probe_dicom, write_dicom
 from cxr.data.images import DecodeDefect, ImageDecodeError
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
@@ -44,13 +44,10 @@ def make_dataset(arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored:
     return ds
 
 
-def write_dicom(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12,
-                syntax: str | None = None, **attrs) -> Path:
-    ds = make_dataset(arr, photometric, bits_stored, **attrs)
-    if syntax is not None:
-        ds.compress(syntax)
-    ds.save_as(path, enforce_file_format=True)
-    return path
+def write(path: Path, arr: np.ndarray, photometric: str = "MONOCHROME2", bits_stored: int = 12,
+          syntax: str | None = None, **attrs) -> Path:
+    return write_dicom(path, arr, photometric=photometric, bits_stored=bits_stored, transfer_syntax=syntax,
+                       **attrs)
 
 
 def phantom(bits: int = 12, shape: tuple[int, int] = (48, 40), seed: int = 0, signed: bool = False) -> np.ndarray:
@@ -114,14 +111,14 @@ def test_real_cr_monochrome1_is_inverted_to_air_dark_bone_bright():
 @pytest.mark.parametrize("bits", [8, 12, 16])
 def test_monochrome2_without_voi_is_min_max(tmp_path, bits):
     arr = phantom(bits)
-    got = decode_dicom(write_dicom(tmp_path / "a.dcm", arr, bits_stored=bits))
+    got = decode_dicom(write(tmp_path / "a.dcm", arr, bits_stored=bits))
     assert got.dtype == np.float32 and got.shape == arr.shape
     np.testing.assert_allclose(got, min_max(arr), atol=1e-6)
 
 
 def test_monochrome1_is_inverted(tmp_path):
     arr = phantom(12)
-    got = decode_dicom(write_dicom(tmp_path / "a.dcm", arr, photometric="MONOCHROME1"))
+    got = decode_dicom(write(tmp_path / "a.dcm", arr, photometric="MONOCHROME1"))
     np.testing.assert_allclose(got, 1.0 - min_max(arr), atol=1e-6)
 
 
@@ -134,7 +131,7 @@ def test_monochrome1_is_inverted(tmp_path):
 ])
 def test_presentation_lut_shape_polarity(tmp_path, photometric, shape, inverted):
     arr = phantom(12)
-    got = decode_dicom(write_dicom(tmp_path / "a.dcm", arr, photometric=photometric, PresentationLUTShape=shape))
+    got = decode_dicom(write(tmp_path / "a.dcm", arr, photometric=photometric, PresentationLUTShape=shape))
     expected = 1.0 - min_max(arr) if inverted else min_max(arr)
     np.testing.assert_allclose(got, expected, atol=1e-6)
 
@@ -142,7 +139,7 @@ def test_presentation_lut_shape_polarity(tmp_path, photometric, shape, inverted)
 def test_signed_16bit_with_rescale_and_window(tmp_path):
     arr = phantom(16, signed=True)
     slope, intercept, center, width = 0.5, -100.0, 1000.0, 6000.0
-    got = decode_dicom(write_dicom(tmp_path / "a.dcm", arr, bits_stored=16, RescaleSlope=slope,
+    got = decode_dicom(write(tmp_path / "a.dcm", arr, bits_stored=16, RescaleSlope=slope,
                                    RescaleIntercept=intercept, WindowCenter=center, WindowWidth=width))
     modality = arr.astype(np.float64) * slope + intercept
     # PS3.3 C.11.2.1.2.1 LINEAR window, as a 0..1 ramp.
@@ -153,7 +150,7 @@ def test_signed_16bit_with_rescale_and_window(tmp_path):
 
 def test_monochrome1_12bit_rescale_window(tmp_path):
     arr = phantom(12)
-    got = decode_dicom(write_dicom(tmp_path / "a.dcm", arr, photometric="MONOCHROME1", RescaleSlope=2.0,
+    got = decode_dicom(write(tmp_path / "a.dcm", arr, photometric="MONOCHROME1", RescaleSlope=2.0,
                                    RescaleIntercept=10.0, RescaleType="US", WindowCenter=4000.0,
                                    WindowWidth=5000.0))
     expected = np.clip((arr * 2.0 + 10.0 - 3999.5) / 4999.0 + 0.5, 0, 1)
@@ -162,7 +159,7 @@ def test_monochrome1_12bit_rescale_window(tmp_path):
 
 def test_negative_rescale_slope_keeps_window_ramp(tmp_path):
     arr = phantom(12)
-    got = decode_dicom(write_dicom(tmp_path / "a.dcm", arr, RescaleSlope=-1.0, RescaleIntercept=4095.0,
+    got = decode_dicom(write(tmp_path / "a.dcm", arr, RescaleSlope=-1.0, RescaleIntercept=4095.0,
                                    WindowCenter=2048.0, WindowWidth=4096.0))
     expected = np.clip((4095.0 - arr - 2047.5) / 4095.0 + 0.5, 0, 1)
     np.testing.assert_allclose(got, expected, atol=1e-5)
@@ -185,9 +182,9 @@ def test_voi_lut_sequence_is_used_and_preferred_over_window(tmp_path):
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless])
 def test_compressed_equals_native(tmp_path, syntax):
     arr = phantom(12, shape=(64, 64))
-    native = decode_dicom(write_dicom(tmp_path / "n.dcm", arr, photometric="MONOCHROME1", WindowCenter=2000.0,
+    native = decode_dicom(write(tmp_path / "n.dcm", arr, photometric="MONOCHROME1", WindowCenter=2000.0,
                                       WindowWidth=3000.0))
-    packed = write_dicom(tmp_path / "c.dcm", arr, photometric="MONOCHROME1", syntax=syntax,
+    packed = write(tmp_path / "c.dcm", arr, photometric="MONOCHROME1", syntax=syntax,
                          WindowCenter=2000.0, WindowWidth=3000.0)
     assert pydicom.dcmread(packed).file_meta.TransferSyntaxUID == syntax
     np.testing.assert_array_equal(decode_dicom(packed), native)
@@ -195,7 +192,7 @@ def test_compressed_equals_native(tmp_path, syntax):
 
 def test_multiframe_takes_frame_zero_and_can_pick_others(tmp_path):
     frames = np.stack([phantom(12, seed=s) for s in range(3)])
-    path = write_dicom(tmp_path / "mf.dcm", frames)
+    path = write(tmp_path / "mf.dcm", frames)
     np.testing.assert_allclose(decode_dicom(path), min_max(frames[0]), atol=1e-6)
     np.testing.assert_allclose(decode_dicom(path, frame=2), min_max(frames[2]), atol=1e-6)
     with pytest.raises(ImageDecodeError, match="frame 3 requested, file has 3") as err:
@@ -206,21 +203,21 @@ def test_multiframe_takes_frame_zero_and_can_pick_others(tmp_path):
 def test_voi_modes(tmp_path):
     arr = phantom(12)
     arr[0, 0] = 4095  # an outlier (burned-in marker) that percentile clipping should ignore
-    path = write_dicom(tmp_path / "a.dcm", arr, WindowCenter=1000.0, WindowWidth=500.0)
+    path = write(tmp_path / "a.dcm", arr, WindowCenter=1000.0, WindowWidth=500.0)
     np.testing.assert_allclose(decode_dicom(path, voi=VoiMode.NONE), min_max(arr), atol=1e-6)
     lo, hi = np.percentile(arr, [1, 99])
     np.testing.assert_allclose(decode_dicom(path, voi=VoiMode.PERCENTILE, percentiles=(1, 99)),
                                np.clip((arr - lo) / (hi - lo), 0, 1), atol=1e-6)
     windowed = decode_dicom(path, voi="file")
     np.testing.assert_allclose(windowed, np.clip((arr - 999.5) / 499 + 0.5, 0, 1), atol=1e-6)
-    bare = write_dicom(tmp_path / "b.dcm", arr)
+    bare = write(tmp_path / "b.dcm", arr)
     with pytest.raises(ImageDecodeError, match="b.dcm.*no VOI LUT Sequence or window"):
         decode_dicom(bare, voi=VoiMode.FILE)
 
 
 def test_auto_falls_back_to_min_max_when_the_window_misses_the_data(tmp_path, caplog):
     arr = phantom(12)
-    path = write_dicom(tmp_path / "a.dcm", arr, WindowCenter=60000.0, WindowWidth=10.0)
+    path = write(tmp_path / "a.dcm", arr, WindowCenter=60000.0, WindowWidth=10.0)
     np.testing.assert_allclose(decode_dicom(path), min_max(arr), atol=1e-6)
     assert "leaves the image constant" in caplog.text
     with pytest.raises(ImageDecodeError) as err:
@@ -279,7 +276,7 @@ def test_error_unsupported_transfer_syntax(tmp_path):
 
 
 def test_error_missing_plugin_names_syntax_and_plugin(tmp_path, monkeypatch):
-    path = write_dicom(tmp_path / "j2k.dcm", phantom(12, shape=(32, 32)), syntax=JPEG2000Lossless)
+    path = write(tmp_path / "j2k.dcm", phantom(12, shape=(32, 32)), syntax=JPEG2000Lossless)
     decoder = get_decoder(JPEG2000Lossless)
     # Simulate an install without pylibjpeg-openjpeg/Pillow J2K support (monkeypatch restores it).
     monkeypatch.setattr(decoder, "_available", {})
@@ -289,7 +286,7 @@ def test_error_missing_plugin_names_syntax_and_plugin(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("syntax", [None, RLELossless, JPEG2000Lossless])
 def test_error_truncated(tmp_path, syntax):
-    path = write_dicom(tmp_path / "t.dcm", phantom(12, shape=(64, 64)), syntax=syntax)
+    path = write(tmp_path / "t.dcm", phantom(12, shape=(64, 64)), syntax=syntax)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) - 2000])
     assert_decode_error(path, DecodeDefect.TRUNCATED)
@@ -297,14 +294,14 @@ def test_error_truncated(tmp_path, syntax):
 
 @pytest.mark.parametrize("value", [0, 777])
 def test_error_constant_image(tmp_path, value):
-    path = write_dicom(tmp_path / "c.dcm", np.full((16, 16), value, dtype=np.uint16))
+    path = write(tmp_path / "c.dcm", np.full((16, 16), value, dtype=np.uint16))
     assert_decode_error(path, DecodeDefect.CONSTANT, "constant", probe=False)
     probe_dicom(path)  # the header is fine: only a decode sees the pixels
 
 
 def test_probe_accepts_valid_files(tmp_path):
-    probe_dicom(write_dicom(tmp_path / "a.dcm", phantom(12)))
-    probe_dicom(write_dicom(tmp_path / "b.dcm", phantom(12), syntax=RLELossless))
+    probe_dicom(write(tmp_path / "a.dcm", phantom(12)))
+    probe_dicom(write(tmp_path / "b.dcm", phantom(12), syntax=RLELossless))
     probe_dicom(data_store_file("RG1_J2KR.dcm"))
 
 

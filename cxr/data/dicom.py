@@ -21,6 +21,7 @@ from cxr.data.images import DecodeDefect, ImageDecodeError
 log = logging.getLogger(__name__)
 
 _GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
+_CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 _PIXEL_DATA_TAGS = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")  # (7FE0,0010) LE / BE
 
 
@@ -284,3 +285,43 @@ def _needs_inversion(ds) -> bool:
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     shape = str(ds.get("PresentationLUTShape", "")).strip().upper()
     return photometric == "MONOCHROME1" or shape == "INVERSE"
+
+
+def write_dicom(
+    path: str | os.PathLike[str],
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    transfer_syntax: str | None = None,
+    **attributes: object,
+) -> Path:
+    """Write ``pixels`` (uint8/uint16/int16, ``(H, W)`` or ``(frames, H, W)``) as a CR DICOM file.
+
+    For tests, benchmarks and synthetic data. ``transfer_syntax`` compresses with pydicom's
+    encoders (RLE natively, JPEG 2000 via pylibjpeg-openjpeg); ``attributes`` are set verbatim
+    (e.g. ``WindowCenter=...``, ``RescaleSlope=...``, ``PresentationLUTShape=...``).
+    """
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = _CR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Modality = "CR"
+    pixels = np.asarray(pixels)
+    bits = bits_stored if bits_stored is not None else pixels.dtype.itemsize * 8
+    ds.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=bits)
+    for key, value in attributes.items():
+        setattr(ds, key, value)
+    if transfer_syntax is not None:
+        ds.compress(transfer_syntax)
+    path = Path(path)
+    ds.save_as(path, enforce_file_format=True)
+    return path
