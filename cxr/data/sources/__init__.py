@@ -1,6 +1,9 @@
 """Dataset sources: each turns one on-disk dataset layout into :class:`~cxr.data.records.StudyRecord`s."""
 
 from cxr.data.sources.base import DatasetSource
+from cxr.data.sources.chexpert_plus import ChexpertPlusSource
 from cxr.data.sources.csv_manifest import CsvManifestSource
+from cxr.data.sources.mimic_cxr import MimicCxrSource
+from cxr.data.sources.openi import OpenISource
 
-__all__ = ["DatasetSource", "CsvManifestSource"]
+__all__ = ["DatasetSource", "ChexpertPlusSource", "CsvManifestSource", "MimicCxrSource", "OpenISource"]
