@@ -128,7 +128,7 @@ class CLIPAlignModule(LightningModule):
                              "reports are new texts every epoch; set one of them off")
         if self.hparams.fill_text_cache and dm is not None and hasattr(dm, "texts"):
             splits = {"fit": (Split.TRAIN, Split.VAL), "validate": (Split.VAL,), "test": (Split.TEST,),
-                      "predict": (Split.TRAIN, Split.VAL, Split.TEST)}.get(stage, ())
+                      "predict": (Split.TEST,)}.get(stage, ())
             texts: list[str] = []
             for split in splits:
                 texts.extend(dm.texts(split))
