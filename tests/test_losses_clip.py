@@ -117,7 +117,6 @@ def _ddp_worker(rank: int, world: int, init_file: str, img: torch.Tensor, txt: t
         dist.destroy_process_group()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["infonce", "siglip"])
 def test_ddp_two_ranks_equals_full_batch(tmp_path, kind: str) -> None:
     import torch.multiprocessing as mp

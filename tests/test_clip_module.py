@@ -1,0 +1,165 @@
+"""CLIPAlignModule: construction errors, checkpoint round trip, a short run beating chance, LoRA end to end."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
+from torch.utils.data import DataLoader, Dataset
+
+from cxr.data.batch import ImageTextBatch
+from cxr.data.records import stable_id
+from cxr.models.clip_module import CLIPAlignModule
+from cxr.models.text_tower import TextTower
+from cxr.models.vision import VisionTower
+
+FINDINGS = ["No acute cardiopulmonary process.", "Large right pneumothorax with mediastinal shift.",
+            "Small left pleural effusion with adjacent atelectasis.", "Moderate cardiomegaly.",
+            "Right lower lobe consolidation concerning for pneumonia.", "Endotracheal tube tip above the carina.",
+            "Hyperinflated lungs consistent with emphysema.", "Left upper lobe nodule measuring 8 mm."]
+
+
+class PatternPairs(Dataset):
+    """Each study shows one of K class patterns (+ noise) and reports that class's finding."""
+
+    def __init__(self, n: int, seed: int, size: int = 32) -> None:
+        g = torch.Generator().manual_seed(1234)  # class patterns shared by every split
+        self.patterns = torch.randn(len(FINDINGS), 1, size, size, generator=g)
+        rng = random.Random(seed)
+        self.items = [(i, rng.randrange(len(FINDINGS))) for i in range(n)]
+        self.noise = torch.Generator().manual_seed(seed)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int):
+        idx, c = self.items[i]
+        g = torch.Generator().manual_seed(self.seed * 100_003 + i)
+        img = self.patterns[c] + 0.5 * torch.randn(self.patterns[c].shape, generator=g)
+        return img, f"[FINDINGS] {FINDINGS[c]}", f"s{self.seed}:{idx}", i
+
+
+def collate(samples) -> ImageTextBatch:
+    imgs, texts, keys, idx = zip(*samples)
+    return ImageTextBatch(images=torch.stack(imgs), texts=list(texts), study_keys=list(keys),
+                          study_ids=torch.tensor([stable_id(k) for k in keys]),
+                          text_ids=torch.tensor([stable_id(t) for t in texts]),
+                          sample_index=torch.tensor(idx), labels=torch.full((len(keys), 14), -2, dtype=torch.int8),
+                          sources=["toy"] * len(keys))
+
+
+class ToyDataModule(LightningDataModule):
+    """Stands in for CXRDataModule: the same ``texts(split)`` / ``text_shuffle_prob`` interface."""
+
+    def __init__(self, batch_size: int = 16, text_shuffle_prob: float = 0.0) -> None:
+        super().__init__()
+        self.text_shuffle_prob = text_shuffle_prob
+        self.batch_size = batch_size
+        self.sets = {"train": PatternPairs(128, 1), "val": PatternPairs(48, 2), "test": PatternPairs(48, 3)}
+
+    def texts(self, split) -> list[str]:
+        ds = self.sets[getattr(split, "value", split)]
+        return list(dict.fromkeys(ds[i][1] for i in range(len(ds))))
+
+    def train_dataloader(self):
+        return DataLoader(self.sets["train"], batch_size=self.batch_size, shuffle=True, drop_last=True,
+                          collate_fn=collate, generator=torch.Generator().manual_seed(0))
+
+    def val_dataloader(self):
+        return DataLoader(self.sets["val"], batch_size=self.batch_size, collate_fn=collate)
+
+    def test_dataloader(self):
+        return DataLoader(self.sets["test"], batch_size=self.batch_size, collate_fn=collate)
+
+    def predict_dataloader(self):
+        return self.test_dataloader()
+
+
+@pytest.fixture(scope="module")
+def minilm_free_encoder(tmp_path_factory):
+    from cxr.models.text.tiny import build_tiny_model
+
+    return build_tiny_model("bert", tmp_path_factory.mktemp("bert") / "m", hidden_size=32, layers=1, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    from cxr.models.text.tiny import build_tiny_model
+
+    return build_tiny_model("llama", tmp_path_factory.mktemp("llama") / "m", hidden_size=32, layers=2)
+
+
+def _module(encoder, cache_dir, **kw) -> CLIPAlignModule:
+    torch.manual_seed(0)
+    text = TextTower(str(encoder), use_cache=cache_dir is not None, cache_dir=cache_dir and str(cache_dir),
+                     instruction=None, **kw.pop("text", {}))
+    vision = VisionTower("resnet18", in_chans=1, image_size=32)
+    return CLIPAlignModule(vision, text, embed_dim=32, **kw)
+
+
+def _trainer(tmp_path, **kw) -> Trainer:
+    return Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                   enable_model_summary=False, default_root_dir=str(tmp_path), **kw)
+
+
+def test_unknown_vision_model_fails_at_construction() -> None:
+    with pytest.raises(ValueError, match="close matches: .*resnet18"):
+        VisionTower("resnet181")
+
+
+def test_cache_and_text_shuffle_are_refused(tmp_path, minilm_free_encoder) -> None:
+    module = _module(minilm_free_encoder, tmp_path / "cache")
+    with pytest.raises(ValueError, match="text_shuffle_prob"):
+        _trainer(tmp_path, max_steps=1).fit(module, ToyDataModule(text_shuffle_prob=0.3))
+
+
+def test_short_run_beats_chance_and_checkpoint_roundtrip(tmp_path, minilm_free_encoder) -> None:
+    torch.manual_seed(0)
+    dm = ToyDataModule()
+    module = _module(minilm_free_encoder, tmp_path / "cache", lr=3e-3, text_lr_scale=3.0, layer_decay=1.0,
+                     warmup_steps=2)
+    trainer = _trainer(tmp_path, max_epochs=4, num_sanity_val_steps=0, check_val_every_n_epoch=4)
+    trainer.fit(module, dm)
+    assert module.text.encoder is None  # the cache served every text; the LLM was never loaded for training
+    res = trainer.test(module, dm, verbose=False)[0]
+    # 8 distinct reports among 48 studies; duplicates count as correct, so chance R@1 ≈ 1/8
+    assert res["test/i2t_R@1"] > 0.5, res
+    assert res["test/t2i_R@1"] > 0.5, res
+    ckpt = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(ckpt)
+    sd = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert not any(k.startswith("text.encoder.") for k in sd)
+    assert "logit_scale" in sd and any(k.startswith("text_adapter.") for k in sd)
+    fresh = _module(minilm_free_encoder, tmp_path / "cache")
+    loaded = CLIPAlignModule.load_from_checkpoint(ckpt, vision=fresh.vision, text=fresh.text)
+    batch = collate([dm.sets["test"][i] for i in range(6)])
+    module.eval()
+    loaded.eval()
+    with torch.no_grad():
+        a, b = module(batch), loaded(batch)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert loaded.logit_scale.item() <= torch.log(torch.tensor(100.0)).item() + 1e-6
+
+
+def test_tiny_llama_with_lora_runs_online(tmp_path, tiny_llama) -> None:
+    from cxr.models.text.lora import LoraSettings
+
+    module = _module(tiny_llama, None, text={"lora": LoraSettings(r=4, alpha=8, dropout=0.0)}, lr=1e-3)
+    dm = ToyDataModule(batch_size=8)
+    trainer = _trainer(tmp_path, max_steps=3, limit_val_batches=1, num_sanity_val_steps=0)
+    module.configure_model()
+    lora = {n: p.detach().clone() for n, p in module.named_parameters() if "lora_B" in n}
+    assert lora and all(not p.any() for p in lora.values())  # LoRA B starts at zero
+    trainer.fit(module, dm)
+    moved = [n for n, p in module.named_parameters() if "lora_B" in n and p.detach().abs().sum() > 0]
+    assert moved, "LoRA weights got no gradient: text was not encoded online"
+    frozen = [n for n, p in module.text.encoder.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert not frozen, frozen
+    ckpt = tmp_path / "lora.ckpt"
+    trainer.save_checkpoint(ckpt)
+    sd = torch.load(ckpt, weights_only=True)["state_dict"]
+    enc_keys = [k for k in sd if k.startswith("text.encoder.")]
+    assert enc_keys and all("lora_" in k for k in enc_keys)
