@@ -190,7 +190,8 @@ def find_image_problems(records: Sequence[StudyRecord], file: str, image_check: 
                 try:
                     probe(im.path)
                 except (decode_error, OSError, ValueError) as err:
-                    out.append(Problem(ProblemKind.UNREADABLE_IMAGE, file, f"{im.path}: {err}",
+                    detail = str(err) if im.path in str(err) else f"{im.path}: {err}"
+                    out.append(Problem(ProblemKind.UNREADABLE_IMAGE, file, detail,
                                        study_key=rec.key, image_path=im.path))
     return out
 
