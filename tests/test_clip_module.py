@@ -163,3 +163,28 @@ def test_tiny_llama_with_lora_runs_online(tmp_path, tiny_llama) -> None:
     sd = torch.load(ckpt, weights_only=True)["state_dict"]
     enc_keys = [k for k in sd if k.startswith("text.encoder.")]
     assert enc_keys and all("lora_" in k for k in enc_keys)
+
+
+def test_predict_writer_and_export_roundtrip(tmp_path, minilm_free_encoder) -> None:
+    import pandas as pd
+    from safetensors.torch import load_file
+
+    from cxr.callbacks.embedding_writer import EmbeddingWriter
+    from cxr.callbacks.export import export_clip, load_exported_clip
+
+    dm = ToyDataModule()
+    module = _module(minilm_free_encoder, tmp_path / "cache")
+    module.text.fill_cache(dm.texts("test"))
+    writer = EmbeddingWriter(str(tmp_path / "pred"))
+    _trainer(tmp_path, callbacks=[writer]).predict(module, dm, return_predictions=False)
+    emb = load_file(str(tmp_path / "pred" / "embeddings.safetensors"))
+    meta = pd.read_csv(tmp_path / "pred" / "meta.csv")
+    assert emb["image_emb"].shape == (48, 32) and len(meta) == 48
+    assert "text" not in meta.columns and "Pneumothorax" in meta.columns
+    exported = load_exported_clip(export_clip(module, tmp_path / "export"))
+    batch = collate([dm.sets["test"][i] for i in range(4)])
+    module.eval()
+    with torch.no_grad():
+        assert torch.allclose(exported.encode_images(batch.images), module.encode_images(batch.images))
+        feats = module.text(batch.texts)
+        assert torch.allclose(exported.text_adapter(feats), module.text_adapter(feats))

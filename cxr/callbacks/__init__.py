@@ -1,0 +1,1 @@
+"""Lightning callbacks: embedding writer (predict) and inference export."""
