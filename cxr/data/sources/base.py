@@ -62,8 +62,9 @@ def parse_labels(cells: Mapping[str, object], problems: ProblemLog, file: str, r
     for name, raw in cells.items():
         try:
             out[OBSERVATION_INDEX[name]] = parse_label_value(raw)
-        except LabelValueError as err:
-            problems.add(ProblemKind.BAD_LABEL, file, str(err), row=row, field=name, study_key=study_key)
+        except LabelValueError:
+            problems.add(ProblemKind.BAD_LABEL, file, f"label value {raw!r} is not one of 1, 0, -1 or blank",
+                         row=row, field=name, study_key=study_key)
     return out
 
 

@@ -1,0 +1,311 @@
+"""The bad-input corpus: every defect is reported with what and where (raise), or counted and dropped (skip)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from _data_writers import (MimicStudy, default_mimic_studies, write_chexpert_plus, write_csv, write_image,
+                           write_manifest, write_mimic, write_openi)
+
+from cxr.data.datamodule import CXRDataModule
+from cxr.data.sources import ChexpertPlusSource, CsvManifestSource, MimicCxrSource, OpenISource
+from cxr.data.sources.base import DatasetSource
+from cxr.data.validation import DataValidationError, ProblemKind
+
+GOOD = 6  # studies of a clean manifest
+
+
+def rows(n: int = GOOD) -> list[dict]:
+    return [{"study_id": f"s{i}", "patient_id": f"p{i}", "image_path": f"img/{i}.png", "report": f"Report {i}.",
+             "view": "PA", "split": "train", "Edema": "1"} for i in range(n)]
+
+
+def manifest(tmp: Path, mutate: Callable[[list[dict]], None] | None = None, **kwargs) -> CsvManifestSource:
+    data = rows()
+    if mutate:
+        mutate(data)
+    return CsvManifestSource("m", str(write_manifest(tmp, data)), **kwargs)
+
+
+def set_cell(i: int, col: str, value: str) -> Callable[[list[dict]], None]:
+    def mutate(data: list[dict]) -> None:
+        data[i][col] = value
+    return mutate
+
+
+def truncate(path: Path, keep: float = 0.5) -> None:
+    raw = path.read_bytes()
+    path.write_bytes(raw[: int(len(raw) * keep)])
+
+
+def dicom_manifest(tmp: Path, defect: str) -> CsvManifestSource:
+    from cxr.data.dicom import write_dicom
+
+    src = manifest(tmp)
+    path = tmp / "img" / "3.png"
+    path.unlink()
+    dcm = tmp / "img" / "3.dcm"
+    write_dicom(dcm, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096, bits_stored=12)
+    ds = pydicom.dcmread(dcm)
+    if defect == "no pixels":
+        del ds.PixelData
+    elif defect == "syntax":
+        from pydicom.encaps import encapsulate
+
+        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder here
+        ds.PixelData = encapsulate([b"\x00" * 64])
+    ds.save_as(dcm)
+    if defect == "truncated":
+        truncate(dcm, 0.6)
+    data = rows()
+    data[3]["image_path"] = "img/3.dcm"
+    return CsvManifestSource("m", str(write_manifest(tmp, data, write_images=False)))
+
+
+@dataclass
+class Case:
+    """One planted defect: the source, the problem kind, words the message must contain, studies kept by skip."""
+
+    build: Callable[[Path], DatasetSource]
+    kind: ProblemKind
+    where: tuple[str, ...]
+    kept: int | None  # None: fatal (skip raises too)
+
+
+def _missing_image(tmp: Path) -> DatasetSource:
+    src = manifest(tmp)
+    (tmp / "img" / "2.png").unlink()
+    return src
+
+
+def _truncated_png(tmp: Path) -> DatasetSource:
+    src = manifest(tmp)
+    truncate(tmp / "img" / "4.png", 0.3)
+    return src
+
+
+def _not_an_image(tmp: Path) -> DatasetSource:
+    src = manifest(tmp)
+    (tmp / "img" / "5.png").write_text("this is not a picture")
+    return src
+
+
+def _mimic(tmp: Path, studies: list[MimicStudy] | None = None, **kwargs) -> MimicCxrSource:
+    write_mimic(tmp, studies)
+    return MimicCxrSource(str(tmp), **kwargs)
+
+
+def _mimic_missing_report(tmp: Path) -> DatasetSource:
+    studies = default_mimic_studies()
+    studies[1].write_report = False
+    return _mimic(tmp, studies)
+
+
+def _mimic_bad_subject(tmp: Path) -> DatasetSource:
+    studies = default_mimic_studies()
+    studies[2].subject = "1000004X"
+    return _mimic(tmp, studies)
+
+
+def _mimic_bad_label(tmp: Path) -> DatasetSource:
+    studies = default_mimic_studies()
+    studies[0].labels = {"Edema": "yes"}
+    return _mimic(tmp, studies)
+
+
+def _mimic_duplicate_label_row(tmp: Path) -> DatasetSource:
+    src = _mimic(tmp)
+    from cxr.labels import CHEXPERT_OBSERVATIONS
+    path = tmp / "mimic-cxr-2.0.0-chexpert.csv"
+    write_csv(path, ["subject_id", "study_id", *CHEXPERT_OBSERVATIONS],
+              [["10000032", "50000001"] + [""] * 14, ["10000032", "50000001"] + ["1.0"] * 14])
+    (tmp / "mimic-cxr-2.0.0-chexpert.csv.gz").unlink()
+    return src
+
+
+def _mimic_missing_split_table(tmp: Path) -> DatasetSource:
+    src = _mimic(tmp)
+    (tmp / "mimic-cxr-2.0.0-split.csv.gz").unlink()
+    return src
+
+
+def _mimic_empty_report(tmp: Path) -> DatasetSource:
+    studies = default_mimic_studies()
+    studies[3].report = "   \n"
+    return _mimic(tmp, studies)
+
+
+def _chexpert_missing_column(tmp: Path) -> DatasetSource:
+    write_chexpert_plus(tmp)
+    frame = (tmp / "df_chexpert_plus_240401.csv").read_text().replace("section_impression", "section_impresion", 1)
+    (tmp / "df_chexpert_plus_240401.csv").write_text(frame)
+    return ChexpertPlusSource(str(tmp))
+
+
+def _chexpert_bad_label(tmp: Path) -> DatasetSource:
+    write_chexpert_plus(tmp, labels={"train/patient00001/study1/view1_frontal.jpg": {"Edema": 2.0}})
+    return ChexpertPlusSource(str(tmp))
+
+
+def _openi_no_projection(tmp: Path) -> DatasetSource:
+    write_openi(tmp, projections=[["1", "1_IM-0001-4001.dcm.png", "Frontal"], ["2", "2_IM-0652-1001.dcm.png",
+                                                                            "Frontal"]])
+    return OpenISource(str(tmp))
+
+
+def _openi_duplicate_uid(tmp: Path) -> DatasetSource:
+    reports = [["1", "normal", "normal", "", "", "", "Clear.", "Normal."],
+               ["1", "normal", "normal", "", "", "", "Clear again.", "Normal."],
+               ["2", "normal", "normal", "", "", "", "Clear.", "Normal."]]
+    write_openi(tmp, reports=reports, projections=[["1", "a.png", "Frontal"], ["2", "b.png", "Frontal"]])
+    return OpenISource(str(tmp))
+
+
+def _patient_two_splits(tmp: Path) -> DatasetSource:
+    def mutate(data: list[dict]) -> None:
+        data[1]["patient_id"] = "p0"
+        data[1]["split"] = "test"
+    return manifest(tmp, mutate)
+
+
+def _duplicate_image_row(tmp: Path) -> DatasetSource:
+    data = rows()
+    for r in data:
+        del r["study_id"]
+    data[5]["image_path"] = "img/0.png"
+    return CsvManifestSource("m", str(write_manifest(tmp, data)))
+
+
+CASES: dict[str, Case] = {
+    "manifest missing image column": Case(
+        lambda t: CsvManifestSource("m", str(write_csv(t / "m.csv", ["file", "report"], [["a.png", "x"]]))),
+        ProblemKind.MISSING_COLUMN, ("m.csv", "image_path"), None),
+    "manifest file missing": Case(lambda t: CsvManifestSource("m", str(t / "absent.csv")),
+                                  ProblemKind.MISSING_FILE, ("absent.csv",), None),
+    "configured column absent": Case(lambda t: manifest(t, text_column="Report_Text"),
+                                     ProblemKind.MISSING_COLUMN, ("manifest.csv", "Report_Text"), None),
+    "missing image": Case(_missing_image, ProblemKind.MISSING_IMAGE, ("img/2.png", "m:s2"), GOOD - 1),
+    "truncated png": Case(_truncated_png, ProblemKind.UNREADABLE_IMAGE, ("img/4.png", "m:s4"), GOOD - 1),
+    "not an image": Case(_not_an_image, ProblemKind.UNREADABLE_IMAGE, ("img/5.png", "m:s5"), GOOD - 1),
+    "dicom without pixels": Case(lambda t: dicom_manifest(t, "no pixels"), ProblemKind.UNREADABLE_IMAGE,
+                                 ("img/3.dcm", "no_pixel_data"), GOOD - 1),
+    "dicom unsupported syntax": Case(lambda t: dicom_manifest(t, "syntax"), ProblemKind.UNREADABLE_IMAGE,
+                                     ("img/3.dcm", "m:s3"), GOOD - 1),
+    "dicom truncated": Case(lambda t: dicom_manifest(t, "truncated"), ProblemKind.UNREADABLE_IMAGE,
+                            ("img/3.dcm", "truncated"), GOOD - 1),
+    "empty report": Case(lambda t: manifest(t, set_cell(1, "report", "  ")), ProblemKind.EMPTY_REPORT,
+                         ("row 2", "'report'", "m:s1"), GOOD - 1),
+    "bad label value": Case(lambda t: manifest(t, set_cell(2, "Edema", "2")), ProblemKind.BAD_LABEL,
+                            ("row 3", "'Edema'", "'2'"), GOOD - 1),
+    "bad split value": Case(lambda t: manifest(t, set_cell(0, "split", "training2")), ProblemKind.BAD_SPLIT,
+                            ("row 1", "'split'", "training2"), GOOD - 1),
+    "unknown view (strict)": Case(lambda t: manifest(t, set_cell(4, "view", "SWIMMERS"), strict_views=True),
+                                  ProblemKind.UNKNOWN_VIEW, ("row 5", "'view'", "SWIMMERS"), GOOD - 1),
+    "empty image path": Case(lambda t: manifest(t, set_cell(3, "image_path", "")), ProblemKind.EMPTY_PATH,
+                             ("row 4", "'image_path'"), GOOD - 1),
+    "patient in two splits": Case(_patient_two_splits, ProblemKind.PATIENT_IN_TWO_SPLITS,
+                                  ("patient p0", "m:s0", "m:s1"), GOOD - 2),
+    "duplicate image row": Case(_duplicate_image_row, ProblemKind.DUPLICATE_ID, ("row 6", "img/0.png"), GOOD - 2),
+    "mimic missing report": Case(_mimic_missing_report, ProblemKind.MISSING_REPORT,
+                                 ("p10000032/s50000002.txt", "mimic:50000002"), 5),
+    "mimic non-numeric subject": Case(_mimic_bad_subject, ProblemKind.BAD_ID,
+                                      ("split.csv.gz", "row 4", "'subject_id'", "1000004X"), 5),
+    "mimic bad label": Case(_mimic_bad_label, ProblemKind.BAD_LABEL,
+                            ("chexpert.csv.gz", "row 1", "'Edema'", "'yes'"), 5),
+    "mimic duplicate label row": Case(_mimic_duplicate_label_row, ProblemKind.DUPLICATE_ID,
+                                      ("chexpert.csv", "row 2", "mimic:50000001"), 5),
+    "mimic missing split table": Case(_mimic_missing_split_table, ProblemKind.MISSING_FILE,
+                                      ("mimic-cxr-2.0.0-split.csv[.gz]",), None),
+    "mimic empty report file": Case(_mimic_empty_report, ProblemKind.EMPTY_REPORT,
+                                    ("s50000004.txt", "mimic:50000004"), 5),
+    "chexpert-plus missing column": Case(_chexpert_missing_column, ProblemKind.MISSING_COLUMN,
+                                         ("df_chexpert_plus_240401.csv", "'section_impression'"), None),
+    "chexpert-plus bad chexbert value": Case(_chexpert_bad_label, ProblemKind.BAD_LABEL,
+                                             ("report_fixed.json", "row 1", "'Edema'"), 2),
+    "openi study without images": Case(_openi_no_projection, ProblemKind.NO_USABLE_IMAGE,
+                                       ("indiana_projections.csv", "openi:3"), 2),
+    "openi duplicate uid": Case(_openi_duplicate_uid, ProblemKind.DUPLICATE_ID,
+                                ("indiana_reports.csv", "row 2", "openi:1"), 1),
+}
+
+
+def build_dm(source: DatasetSource, policy: str) -> CXRDataModule:
+    return CXRDataModule(sources=[source], image_size=16, batch_size=1, num_workers=0, bad_input=policy,
+                         keep_lateral_only=True)
+
+
+def n_studies(dm: CXRDataModule) -> int:
+    return sum(len(v) for v in dm.load_records().values())
+
+
+def test_corpus_is_large_enough() -> None:
+    assert len(CASES) >= 15 and len({c.kind for c in CASES.values()}) >= 12
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_defect_is_named_with_its_location(name: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    source = case.build(tmp_path)
+    with pytest.raises(DataValidationError) as exc:
+        build_dm(source, "raise").load_records()
+    message = str(exc.value)
+    assert case.kind.value in message, message
+    for word in case.where:
+        assert word in message, (word, message)
+    assert any(p.kind is case.kind for p in exc.value.problems)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_skip_drops_and_counts(name: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    case = CASES[name]
+    source = case.build(tmp_path)
+    if case.kept is None:  # a missing table/column cannot be skipped: start-up fails
+        with pytest.raises(DataValidationError, match=case.kind.value):
+            build_dm(source, "skip").load_records()
+        return
+    with caplog.at_level(logging.INFO):
+        assert n_studies(build_dm(source, "skip")) == case.kept
+    summary = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"{case.kind.value}: " in summary and "skipped" in summary
+    assert "Report " not in summary and "Heart size" not in summary  # counts and locations only, no text
+
+
+def test_missing_column_fails_before_any_image_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import cxr.data.images as images
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("an image was read")
+
+    monkeypatch.setattr(images, "probe_image", forbidden)
+    monkeypatch.setattr(images, "load_image", forbidden)
+    bad = write_csv(tmp_path / "m.csv", ["image", "txt"], [["a.png", "x"]])
+    with pytest.raises(DataValidationError, match="no report column"):
+        CXRDataModule(sources=[CsvManifestSource("m", str(bad))])
+
+
+def test_all_problems_in_one_error_grouped_with_counts(tmp_path: Path) -> None:
+    def mutate(data: list[dict]) -> None:
+        data[0]["Edema"] = "7"
+        data[1]["Edema"] = "maybe"
+        data[2]["report"] = ""
+        data[3]["split"] = "holdout"
+    source = manifest(tmp_path, mutate)
+    (tmp_path / "img" / "5.png").unlink()
+    with pytest.raises(DataValidationError) as exc:
+        build_dm(source, "raise").load_records()
+    message = str(exc.value)
+    assert message.startswith("invalid input data (bad_input=raise): 5 problem(s)")
+    assert "bad label value (2):" in message and "empty report (1):" in message
+    assert "bad split value (1):" in message and "missing image (1):" in message
+
+
+def test_image_check_none_skips_file_checks(tmp_path: Path) -> None:
+    source = _missing_image(tmp_path)
+    dm = CXRDataModule(sources=[source], image_check="none", num_workers=0)
+    assert n_studies(dm) == GOOD
