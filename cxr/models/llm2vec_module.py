@@ -43,6 +43,18 @@ class AdaptStage(str, Enum):
     SUPERVISED = "supervised"
 
 
+def parse_enum(cls: type[Enum], value: object) -> Enum:
+    """An enum member from a member, its value or its name (LightningCLI's saved hparams hold names)."""
+    if isinstance(value, cls):
+        return value
+    try:
+        return cls(value)
+    except ValueError:
+        if isinstance(value, str) and value.upper() in cls.__members__:
+            return cls[value.upper()]
+        raise
+
+
 def text_id(text: str) -> int:
     """Stable id of a text (duplicate impressions are one candidate)."""
     return stable_id(" ".join(text.split()))
@@ -106,9 +118,27 @@ class LLM2VecModule(L.LightningModule):
                  export_dir: str | None = None, export_merge_lora: bool = True) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.stage = AdaptStage(stage)
+        self.stage = parse_enum(AdaptStage, stage)
+        self.pooling = parse_enum(PoolingMode, pooling)
         if not 0.0 < mask_probability < 1.0:
             raise ValueError(f"mask_probability must be in (0, 1), got {mask_probability}")
+        # Settings are read from these attributes, not from self.hparams: LightningCLI stores the raw config
+        # there (enum names, plain dicts), not the parsed objects passed in here.
+        self.model_name_or_path = model_name_or_path
+        self.max_length = max_length
+        self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
+        self.gradient_checkpointing = gradient_checkpointing
+        self.torch_dtype = torch_dtype
+        self.attn_implementation = attn_implementation
+        self.init_pooling = init_pooling
+        self.trust_remote_code = trust_remote_code
+        self.loss_scale = float(loss_scale)
+        self.mask_probability = float(mask_probability)
+        self.learning_rate = float(learning_rate)
+        self.weight_decay = float(weight_decay)
+        self.warmup_steps = int(warmup_steps)
+        self.export_dir = export_dir
+        self.export_merge_lora = export_merge_lora
         self.encoder: TextEncoder | None = None
         self._val_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -117,13 +147,18 @@ class LLM2VecModule(L.LightningModule):
         """Build the text encoder once (idempotent; Lightning calls this inside the strategy context)."""
         if self.encoder is not None:
             return
-        hp = self.hparams
-        self.encoder = TextEncoder(hp.model_name_or_path, max_length=hp.max_length,
-                                   trust_remote_code=hp.trust_remote_code, pooling=PoolingMode(hp.pooling),
-                                   lora=hp.lora, gradient_checkpointing=hp.gradient_checkpointing,
-                                   torch_dtype=hp.torch_dtype, attn_implementation=hp.attn_implementation,
-                                   with_lm_head=self.stage is AdaptStage.MNTP, init_pooling=hp.init_pooling)
+        self.encoder = TextEncoder(self.model_name_or_path, max_length=self.max_length,
+                                   trust_remote_code=self.trust_remote_code, pooling=self.pooling,
+                                   lora=self.lora, gradient_checkpointing=self.gradient_checkpointing,
+                                   torch_dtype=self.torch_dtype, attn_implementation=self.attn_implementation,
+                                   with_lm_head=self.stage is AdaptStage.MNTP, init_pooling=self.init_pooling)
         self.encoder.train()  # from_pretrained returns eval mode; training needs dropout back on
+        if self.lora is not None:
+            # LoRA trains adapters only (plus a new pooling head): the MNTP LM head is not exported, so
+            # training it would be wasted (and a tied head would silently move the frozen embeddings).
+            for name, p in self.encoder.named_parameters():
+                if "lora_" not in name and not name.startswith("latent_pooling."):
+                    p.requires_grad_(False)
 
     @property
     def text_encoder(self) -> TextEncoder:
@@ -150,7 +185,7 @@ class LLM2VecModule(L.LightningModule):
         feats = enc.tokenize(texts).to(self.device)
         shifted = enc.is_decoder
         masked, labels = mntp_mask(feats.input_ids, feats.embed_mask, feats.attention_mask, self.mask_token_id(),
-                                   self.hparams.mask_probability, shifted=shifted)
+                                   self.mask_probability, shifted=shifted)
         logits = enc.lm_logits(TokenizedText(masked, feats.attention_mask, feats.embed_mask))
         return mntp_loss(logits, labels, shifted=shifted)
 
@@ -170,7 +205,7 @@ class LLM2VecModule(L.LightningModule):
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
             return loss
         q, p, n = self.embed_batch(batch)
-        out = hard_negative_logits(q, p, n, scale=self.hparams.loss_scale)
+        out = hard_negative_logits(q, p, n, scale=self.loss_scale)
         loss = torch.nn.functional.cross_entropy(out.logits, out.targets)
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         self.log("train/in_batch_acc", in_batch_accuracy(out), batch_size=len(batch))
@@ -198,8 +233,8 @@ class LLM2VecModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError("no trainable parameters (frozen encoder without LoRA?)")
-        opt = torch.optim.AdamW(params, lr=self.hparams.learning_rate, weight_decay=self.hparams.weight_decay)
-        warmup = int(self.hparams.warmup_steps)
+        opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
+        warmup = int(self.warmup_steps)
         if warmup <= 0:
             return opt
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
@@ -207,8 +242,8 @@ class LLM2VecModule(L.LightningModule):
 
     # ------------------------------------------------------------------ export
     def on_fit_end(self) -> None:
-        if self.hparams.export_dir and self.trainer.is_global_zero:
+        if self.export_dir and self.trainer.is_global_zero:
             from cxr.models.text.export import export_text_encoder
 
-            export_text_encoder(self.text_encoder, Path(self.hparams.export_dir),
-                                merge_lora=self.hparams.export_merge_lora)
+            export_text_encoder(self.text_encoder, Path(self.export_dir),
+                                merge_lora=self.export_merge_lora)
