@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-
 import numpy as np
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, SequentialSampler
