@@ -1,0 +1,146 @@
+"""Evaluate one image–text model on several held-out datasets: retrieval metrics and top-1 dumps.
+
+Report text stays in memory and goes only to the dump files the user asks for; nothing here logs text.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule
+
+from cxr.data.batch import ImageTextBatch
+from cxr.data.records import Split
+from cxr.labels import UncertainPolicy
+from cxr.metrics.ranking import TieRule
+from cxr.metrics.retrieval import ImageTextRetrieval, RetrievalDetails, RetrievalProtocol
+
+log = logging.getLogger(__name__)
+
+DIRECTIONS = ("i2t", "t2i")
+
+
+@dataclass(frozen=True)
+class RetrievalEvalOptions:
+    """Settings of a retrieval evaluation (written next to the results)."""
+
+    ks: tuple[int, ...] = (1, 5, 10)
+    protocol: RetrievalProtocol = RetrievalProtocol.STUDY
+    duplicate_texts_correct: bool = True
+    tie_rule: TieRule = TieRule.PESSIMISTIC
+    uncertain_policy: UncertainPolicy = UncertainPolicy.ZEROS
+    exclude_support_devices: bool = False
+    chunk_size: int = 4096
+    split: Split = Split.TEST
+    max_batches: int | None = None
+
+
+@dataclass
+class Top1Row:
+    """One image→text query and its top-1 retrieved report (for GREEN/RadGraph-style external scorers)."""
+
+    query_study_key: str
+    ground_truth_report: str
+    retrieved_study_key: str
+    retrieved_report: str
+    retrieved_score: float
+    rank: int  # 1-based rank of the first correct report (0 when the query had none)
+    hit_at_1: bool
+
+
+@dataclass
+class DatasetResult:
+    """Metrics per direction (``{"i2t": {...}, "t2i": {...}}``) and the image→text top-1 dump of one dataset."""
+
+    name: str
+    metrics: dict[str, dict[str, float]]
+    top1: list[Top1Row] = field(default_factory=list)
+
+
+def _loader(dm: LightningDataModule, split: Split):
+    dm.setup("test" if split is Split.TEST else "validate")
+    if split is Split.TEST:
+        return dm.test_dataloader()
+    if split is Split.VAL:
+        return dm.val_dataloader()
+    raise ValueError("evaluation runs on the val or test split")
+
+
+def _fill_text_cache(model: LightningModule, dm: LightningDataModule, split: Split) -> None:
+    text = getattr(model, "text", None)
+    if text is not None and getattr(text, "uses_cache", False) and hasattr(dm, "texts"):
+        text.fill_cache(dm.texts(split))
+
+
+@torch.no_grad()
+def evaluate_dataset(model: LightningModule, dm: LightningDataModule, name: str,
+                     options: RetrievalEvalOptions = RetrievalEvalOptions()) -> DatasetResult:
+    """Embed ``dm``'s ``options.split`` with ``model.encode_images`` / ``model.encode_texts`` and score it."""
+    normalize = bool(getattr(getattr(model, "loss_config", None), "normalize", True))
+    metric = ImageTextRetrieval(ks=options.ks, protocol=options.protocol,
+                                duplicate_texts_correct=options.duplicate_texts_correct,
+                                chunk_size=options.chunk_size, tie_rule=options.tie_rule, normalize=normalize,
+                                uncertain_policy=options.uncertain_policy,
+                                exclude_support_devices=options.exclude_support_devices)
+    loader = _loader(dm, options.split)
+    _fill_text_cache(model, dm, options.split)
+    device = model.device
+    keys: dict[int, str] = {}
+    texts: dict[int, str] = {}
+    for i, batch in enumerate(loader):
+        if options.max_batches is not None and i >= options.max_batches:
+            break
+        if not isinstance(batch, ImageTextBatch):
+            raise TypeError(f"dataset {name!r}: the loader must yield ImageTextBatch, got {type(batch).__name__}")
+        image_emb = model.encode_images(batch.images.to(device))
+        text_emb = model.encode_texts(list(batch.texts))
+        metric.update(image_emb.float().cpu(), text_emb.float().cpu(), batch.study_ids, batch.text_ids,
+                      batch.sample_index, batch.labels)
+        for idx, key, text in zip(batch.sample_index.tolist(), batch.study_keys, batch.texts):
+            keys[idx] = key
+            texts[idx] = text
+    if not keys:
+        raise ValueError(f"dataset {name!r}: the {options.split.value} split yielded no samples")
+    details = metric.compute_details()
+    values = {k: float(v) for k, v in metric.summarize(details).items()}
+    metrics = {d: {k[len(d) + 1:]: v for k, v in values.items() if k.startswith(d + "_")} for d in DIRECTIONS}
+    log.info("dataset %s: %d image→text queries, %d text→image queries", name,
+             int(values["i2t_num_queries"]), int(values["t2i_num_queries"]))
+    return DatasetResult(name=name, metrics=metrics, top1=top1_rows(details, keys, texts))
+
+
+def top1_rows(details: RetrievalDetails, keys: Mapping[int, str], texts: Mapping[int, str]) -> list[Top1Row]:
+    """Image→text top-1 rows from :meth:`ImageTextRetrieval.compute_details` and per-sample keys/texts."""
+    i2t = details.i2t
+    sample_index = details.sample_index.tolist()
+    q_rows, c_rows = i2t.query_rows.tolist(), i2t.candidate_rows.tolist()
+    top = i2t.ranks.topk_indices[:, 0].tolist()
+    scores = i2t.ranks.topk_scores[:, 0].tolist()
+    ranks = i2t.ranks.ranks.tolist()
+    rows = []
+    for qi, q_row in enumerate(q_rows):
+        q_sample = sample_index[q_row]
+        r_sample = sample_index[c_rows[top[qi]]]
+        rows.append(Top1Row(query_study_key=keys[q_sample], ground_truth_report=texts[q_sample],
+                            retrieved_study_key=keys[r_sample], retrieved_report=texts[r_sample],
+                            retrieved_score=float(scores[qi]), rank=ranks[qi] + 1, hit_at_1=ranks[qi] == 0))
+    return rows
+
+
+def evaluate_datasets(model: LightningModule, datasets: Mapping[str, LightningDataModule],
+                      options: RetrievalEvalOptions = RetrievalEvalOptions()) -> list[DatasetResult]:
+    """:func:`evaluate_dataset` for each named DataModule, in the given order."""
+    return [evaluate_dataset(model, dm, name, options) for name, dm in datasets.items()]
+
+
+def metric_columns(results: Sequence[DatasetResult]) -> list[str]:
+    """Union of the metric names over results, in first-seen order."""
+    cols: dict[str, None] = {}
+    for r in results:
+        for d in DIRECTIONS:
+            for k in r.metrics.get(d, {}):
+                cols.setdefault(k, None)
+    return list(cols)
