@@ -11,6 +11,7 @@ import torch
 
 from cxr.data.pair_datamodule import PairDataModule
 from cxr.data.records import Split
+from cxr.losses.info_nce import hard_negative_info_nce
 from cxr.models.llm2vec_module import AdaptStage, LLM2VecModule, evaluate_pair_retrieval, pair_retrieval_recall
 from cxr.text.pairs import PairBuildOptions, build_pairs, records_from_report_manifest
 from cxr.text.tasks import PairTask
@@ -89,8 +90,6 @@ def test_supervised_step_updates_only_through_loss(tiny_llama, synthetic_dataset
     for _ in range(3):
         opt.zero_grad()
         q, p, n = module.embed_batch(batch)
-        from cxr.losses.info_nce import hard_negative_info_nce
-
         loss = hard_negative_info_nce(q, p, n)
         loss.backward()
         opt.step()

@@ -29,7 +29,7 @@ from cxr.models.text.encoder import TextEncoder, TokenizedText
 from cxr.models.text.lora import LoraSettings
 from cxr.models.text.pooling import PoolingMode
 from cxr.text.pairs import PairRecord
-from cxr.text.tasks import TASK_SPECS, PairTask
+from cxr.text.tasks import TASK_SPECS
 
 #: The authors' blank mask token for tokenizers without one (Llama; paper §A.4).
 BLANK_MASK_TOKEN = "_"
