@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 
 import pytest
 import torch
@@ -61,9 +62,15 @@ def _full_batch():
     return loss.detach(), enc.weight.grad.clone(), enc.bias.grad.clone()
 
 
-def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank: int, world: int, port: int, out_file: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         enc, xq, xp, xn = _make_batch()
         sl = slice(rank * 4, rank * 4 + 4)
@@ -76,6 +83,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
             t /= world
         if rank == 0:
             torch.save(stats, out_file)
+        dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
     finally:
         dist.destroy_process_group()
 
@@ -83,7 +91,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str) -> None:
 @pytest.mark.timeout(120)
 def test_two_rank_ddp_equals_full_batch(tmp_path):
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, str(tmp_path / "pg"), str(out)), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
     loss, gw, gb = torch.load(out, weights_only=True)
     ref_loss, ref_gw, ref_gb = _full_batch()
     assert torch.allclose(loss, ref_loss, atol=1e-5)
