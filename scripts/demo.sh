@@ -21,10 +21,10 @@ rm -rf "$OUT/run"
 
 ckpt="$(ls "$OUT"/run/checkpoints/best*.ckpt | head -n 1)"
 echo "== 3/3 evaluating $ckpt on the held-out test split"
-"$PY" eval.py --ckpt "$ckpt" --datasets configs/data/demo_test.yaml --out "$OUT/eval"
+"$PY" eval.py --checkpoint "$ckpt" --data synthetic=configs/demo.yaml --split test --out "$OUT/eval"
 
 echo
 echo "TensorBoard logs : $OUT/run   (tensorboard --logdir $OUT/run)"
 echo "Checkpoint       : $ckpt"
-echo "Metrics table    : $OUT/eval/metrics.md"
+echo "Metrics table    : $OUT/eval/results.md"
 echo "Demo wall time   : $(( $(date +%s) - start )) s (excluding the install)"
