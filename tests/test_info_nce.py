@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import socket
 
 import pytest
@@ -86,6 +87,10 @@ def _worker(rank: int, world: int, port: int, out_file: str) -> None:
         dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
     finally:
         dist.destroy_process_group()
+    # Skip interpreter/C++ static teardown: gloo's threads intermittently abort there ("terminate called
+    # without an active exception", ~1 run in 4 on this box) after all results are saved. Errors above still
+    # propagate as a non-zero exit through the exception.
+    os._exit(0)
 
 
 @pytest.mark.timeout(120)
