@@ -48,10 +48,16 @@ class LatentAttentionPooling(nn.Module):
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Pool (B, L, d) hidden states over ``mask`` (B, L; 1 = token to average) into (B, d)."""
-        out = self.token_outputs(hidden)
         if mask is None:
-            return out.mean(1)
-        return masked_mean(out, mask)
+            return self.token_outputs(hidden).mean(1)
+        # Only the pooled tokens are computed: pack them into one sequence (outputs are per-token independent),
+        # then sum back per row; no padding work and no Python loop.
+        valid = mask.bool()
+        out = self.token_outputs(hidden[valid].unsqueeze(0))[0]
+        rows = valid.nonzero()[:, 0]
+        sums = torch.zeros(hidden.shape[0], out.shape[-1], dtype=out.dtype, device=out.device)
+        sums = sums.index_add(0, rows, out)
+        return sums / valid.sum(1, keepdim=True).clamp(min=1).to(out.dtype)
 
 
 def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
