@@ -130,3 +130,16 @@ def test_bert_baseline_and_minilm_tokenizer(tmp_path):
     assert feats.input_ids[0, 0] == enc.tokenizer.cls_token_id and feats.input_ids[0, -1] == enc.tokenizer.sep_token_id
     assert feats.embed_mask[0, 0] == 0 and feats.embed_mask[0, -1] == 0
     assert enc.encode(TEXTS).shape == (4, 64)
+
+
+def test_real_qwen_tokenizer_no_bos(tmp_path):
+    path = build_tiny_model("qwen2", tmp_path / "qwen", tokenizer="qwen", hidden_size=32, heads=4, kv_heads=2,
+                            layers=1)
+    enc = TextEncoder(str(path))
+    assert enc.tokenizer.pad_token == "<|endoftext|>" and enc.tokenizer.padding_side == "left"
+    feats = enc.tokenize([("Classify the given report", TEXTS[0]), TEXTS[2]])
+    short = int(feats.attention_mask.sum(1).argmin())
+    assert feats.input_ids[short, 0] == enc.tokenizer.pad_token_id and feats.attention_mask[short, 0] == 0
+    # no BOS template: the first attended token of the plain row is its first text token
+    assert feats.embed_mask[1].tolist() == feats.attention_mask[1].tolist()
+    assert enc.encode(TEXTS).shape == (4, 32)
