@@ -137,7 +137,7 @@ def test_real_qwen_tokenizer_no_bos(tmp_path):
                             layers=1)
     enc = TextEncoder(str(path))
     assert enc.tokenizer.pad_token == "<|endoftext|>" and enc.tokenizer.padding_side == "left"
-    feats = enc.tokenize([("Classify the given report", TEXTS[0]), TEXTS[2]])
+    feats = enc.tokenize([("Classify the given report", TEXTS[2]), TEXTS[3]])  # row 1 is shorter: padded
     short = int(feats.attention_mask.sum(1).argmin())
     assert feats.input_ids[short, 0] == enc.tokenizer.pad_token_id and feats.attention_mask[short, 0] == 0
     # no BOS template: the first attended token of the plain row is its first text token
