@@ -1,0 +1,163 @@
+"""Preprocessing cache: PNG tree and memmap formats, resume, errors, parallel, loader switch."""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cxr.data.dicom import write_dicom
+from cxr.data.image_cache import CachedImageLoader, CacheFormat, ImageCache
+from cxr.data.images import DecodeDefect, ImageDecodeError, load_image
+from cxr.data.preprocess import ErrorPolicy, main, preprocess, resize_longest
+
+SIZE = 32
+
+
+def make_tree(root: Path) -> dict[str, Path]:
+    """A small mixed source tree: DICOM (suffix and extensionless), 16-bit PNG, JPEG."""
+    rng = np.random.default_rng(0)
+    files = {
+        "p10/s1/a.dcm": lambda p: write_dicom(p, rng.integers(0, 4096, (80, 60), dtype=np.uint16),
+                                             photometric="MONOCHROME1", bits_stored=12),
+        "p10/s2/1.2.840.99": lambda p: write_dicom(p, rng.integers(0, 4096, (50, 70), dtype=np.uint16),
+                                                   bits_stored=12),
+        "p11/s3/b.png": lambda p: Image.fromarray(rng.integers(0, 65536, (64, 64), dtype=np.uint16)).save(p),
+        "p11/s3/c.jpg": lambda p: Image.fromarray(rng.integers(0, 256, (40, 90), dtype=np.uint8)).save(p),
+    }
+    out = {}
+    for rel, write in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+        out[rel] = path
+    return out
+
+
+def expected(path: Path) -> np.ndarray:
+    return resize_longest(load_image(path), SIZE) / 255.0
+
+
+def test_png_cache_mirrors_tree_and_matches_decode(tmp_path):
+    src = make_tree(tmp_path / "src")
+    report = preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE, pattern="**/*")
+    assert (report.converted, report.up_to_date, report.failed) == (4, 0, 0)
+    assert (tmp_path / "cache/p10/s1/a.png").is_file()
+    assert (tmp_path / "cache/p10/s2/1.2.840.99.png").is_file()  # extensionless DICOM keeps its name
+    cache = ImageCache(tmp_path / "cache")
+    for rel, path in src.items():
+        cached = cache.resolve_cached(path)
+        assert cached is not None and cached.suffix == ".png"
+        got = cache.load(path)
+        assert max(got.shape) == SIZE
+        np.testing.assert_allclose(got, expected(path), atol=1e-6)
+        np.testing.assert_allclose(cache.load(rel), got)  # relative keys work too
+
+
+def test_resume_skips_up_to_date_and_redoes_changed(tmp_path):
+    src = make_tree(tmp_path / "src")
+    preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE, pattern="**/*")
+    again = preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE, pattern="**/*")
+    assert (again.converted, again.up_to_date) == (0, 4)
+    newer = os.stat(tmp_path / "cache/p11/s3/b.png").st_mtime_ns + 10**9
+    os.utime(src["p11/s3/b.png"], ns=(newer, newer))
+    third = preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE, pattern="**/*")
+    assert (third.converted, third.up_to_date) == (1, 3)
+
+
+def test_changed_settings_into_same_dir_is_an_error(tmp_path):
+    make_tree(tmp_path / "src")
+    preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE)
+    with pytest.raises(ValueError, match="already holds a cache"):
+        preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE * 2)
+
+
+def add_bad_files(root: Path) -> None:
+    (root / "bad").mkdir()
+    (root / "bad/notes.png").write_text("not an image")
+    data = (root / "p10/s1/a.dcm").read_bytes()
+    (root / "bad/cut.dcm").write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("fmt", list(CacheFormat))
+def test_skip_policy_counts_and_lists_errors(tmp_path, fmt):
+    make_tree(tmp_path / "src")
+    add_bad_files(tmp_path / "src")
+    report = preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE, fmt=fmt, on_error=ErrorPolicy.SKIP)
+    assert report.converted == 3 and report.failed == 2  # the extensionless DICOM needs --glob '**/*'
+    assert report.by_defect() == {"unsupported_format": 1, "truncated": 1}
+    with open(tmp_path / "cache/errors.csv") as fh:
+        rows = {r["relpath"]: r["defect"] for r in csv.DictReader(fh)}
+    assert rows == {"bad/notes.png": "unsupported_format", "bad/cut.dcm": "truncated"}
+    assert "bad/cut.dcm" not in ImageCache(tmp_path / "cache")
+
+
+def test_raise_policy_names_the_file(tmp_path):
+    make_tree(tmp_path / "src")
+    add_bad_files(tmp_path / "src")
+    with pytest.raises(ImageDecodeError, match=r"cut\.dcm|notes\.png"):
+        preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE)
+
+
+def test_memmap_format_matches_png_and_resumes(tmp_path):
+    src = make_tree(tmp_path / "src")
+    first = preprocess(tmp_path / "src", tmp_path / "mm", size=SIZE, fmt=CacheFormat.NPY_MEMMAP, pattern="**/*")
+    assert first.converted == 4
+    assert (tmp_path / "mm/images.u8").stat().st_size == 4 * SIZE * SIZE
+    cache = ImageCache(tmp_path / "mm")
+    for path in src.values():
+        got = cache.load(path)
+        np.testing.assert_allclose(got, expected(path), atol=1e-6)  # (h, w) kept, padding cropped off
+    extra = tmp_path / "src/p12/s9/d.png"
+    extra.parent.mkdir(parents=True)
+    Image.fromarray(np.arange(30 * 20, dtype=np.uint16).reshape(30, 20) * 50).save(extra)
+    second = preprocess(tmp_path / "src", tmp_path / "mm", size=SIZE, fmt=CacheFormat.NPY_MEMMAP, pattern="**/*")
+    assert (second.converted, second.up_to_date) == (1, 4)
+    cache = ImageCache(tmp_path / "mm")
+    np.testing.assert_allclose(cache.load(extra), expected(extra), atol=1e-6)
+    np.testing.assert_allclose(cache.load(src["p10/s1/a.dcm"]), expected(src["p10/s1/a.dcm"]), atol=1e-6)
+
+
+def test_parallel_equals_serial(tmp_path):
+    make_tree(tmp_path / "src")
+    preprocess(tmp_path / "src", tmp_path / "serial", size=SIZE, pattern="**/*", workers=1)
+    report = preprocess(tmp_path / "src", tmp_path / "par", size=SIZE, pattern="**/*", workers=2)
+    assert report.converted == 4
+    for png in (tmp_path / "serial").rglob("*.png"):
+        twin = tmp_path / "par" / png.relative_to(tmp_path / "serial")
+        np.testing.assert_array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(twin)))
+
+
+def test_loader_switches_to_cache_and_works_without_originals(tmp_path):
+    src = make_tree(tmp_path / "src")
+    preprocess(tmp_path / "src", tmp_path / "cache", size=SIZE, pattern="**/*")
+    want = {rel: expected(p) for rel, p in src.items()}
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "src", moved)  # the originals are gone from their root
+    loader = CachedImageLoader(str(tmp_path / "cache"), src_root=str(tmp_path / "src"))
+    for rel, path in src.items():
+        np.testing.assert_allclose(loader(path), want[rel], atol=1e-6)
+    strict = CachedImageLoader(str(tmp_path / "cache"), src_root=str(tmp_path / "src"), fallback=False)
+    with pytest.raises(ImageDecodeError) as err:
+        strict(tmp_path / "src/p99/missing.dcm")
+    assert err.value.defect is DecodeDefect.MISSING
+    plain = CachedImageLoader(None)
+    assert plain(moved / "p11/s3/c.jpg").shape == (40, 90)  # no cache: full-size decode
+
+
+def test_cli_with_csv_manifest(tmp_path, capsys):
+    make_tree(tmp_path / "src")
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("path,label\np10/s1/a.dcm,1\np11/s3/c.jpg,0\n")
+    code = main(["--src-root", str(tmp_path / "src"), "--out", str(tmp_path / "cache"), "--size", str(SIZE),
+                 "--manifest", str(manifest), "--workers", "1"])
+    assert code == 0 and "converted 2" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "cache").rglob("*.png")) == ["a.png", "c.png"]
+    code = main(["--src-root", str(tmp_path / "src"), "--out", str(tmp_path / "cache"), "--size", str(SIZE),
+                 "--manifest", str(tmp_path / "m2.txt")])
+    assert code != 0
