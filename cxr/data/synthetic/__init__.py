@@ -1,58 +1,61 @@
-"""The synthetic CXR world: deterministic studies written in the exact on-disk layouts of the real datasets.
+"""The synthetic CXR world: deterministic studies written in the on-disk layouts of the real datasets.
 
-    python -m cxr.data.synthetic --layout csv --out DIR --num-studies N --seed S [--image-size 256]
+``write_synthetic_dataset(out_dir, layout, num_studies, seed=0, image_size=256, **options)`` samples a world
+(:mod:`.world`), renders phantoms (:mod:`.phantom`), writes the layout's files (:mod:`.layouts`) and the
+ground truth ``<out_dir>/synthetic_truth.jsonl`` (:mod:`.truth`). Command line: ``python -m cxr.data.synthetic``.
 
-Every layout also writes ``synthetic_truth.jsonl`` (:mod:`cxr.data.synthetic.truth`) so loaders can be checked
-against what was generated.
+Options: ``split_fractions`` (a :class:`SplitFractions` or a (train, val, test) tuple),
+``hospital_fraction`` (share of terse impression-only reports, default 0.15), ``gzip`` (MIMIC layouts, default
+True) and ``png16_fraction`` (CheXpert-Plus, default 0.2).
 """
 
 from __future__ import annotations
 
-import importlib
-from enum import Enum
 from pathlib import Path
-from typing import Any
 
-from cxr.data.synthetic.truth import TRUTH_FILENAME, TruthRecord, load_synthetic_truth, write_truth
-from cxr.data.synthetic.world import SplitFractions, SyntheticStudy, sample_world
+from cxr.data.synthetic.layouts import Layout
+from cxr.data.synthetic.truth import TruthRecord, TruthView, load_synthetic_truth, write_truth
+from cxr.data.synthetic.world import SplitFractions, SyntheticStudy, SyntheticView, sample_world
 
-__all__ = ["Layout", "SplitFractions", "SyntheticStudy", "TRUTH_FILENAME", "TruthRecord", "load_synthetic_truth",
-           "sample_world", "write_synthetic_dataset"]
-
-
-class Layout(str, Enum):
-    """On-disk layouts the synthetic world can be written in."""
-
-    CSV = "csv"
-    MIMIC_CXR_JPG = "mimic-cxr-jpg"
-    MIMIC_CXR_DICOM = "mimic-cxr-dicom"
-    CHEXPERT_PLUS = "chexpert-plus"
-    OPENI = "openi"
+__all__ = ["Layout", "SplitFractions", "SyntheticStudy", "SyntheticView", "TruthRecord", "TruthView",
+           "load_synthetic_truth", "sample_world", "write_synthetic_dataset"]
 
 
-# layout -> (module under cxr.data.synthetic.layouts, writer function); imported lazily (DICOM needs pydicom).
-_WRITERS: dict[Layout, tuple[str, str]] = {
-    Layout.CSV: ("csv_manifest", "write_csv_layout"),
-}
+def write_synthetic_dataset(out_dir: str | Path, layout: Layout | str, num_studies: int, seed: int = 0,
+                            image_size: int = 256, *,
+                            split_fractions: SplitFractions | tuple[float, float, float] | None = None,
+                            hospital_fraction: float = 0.15, gzip: bool = True,
+                            png16_fraction: float = 0.2) -> list[SyntheticStudy]:
+    """Write ``num_studies`` synthetic studies to ``out_dir`` in ``layout``; returns the sampled studies.
 
-
-def write_synthetic_dataset(out_dir: str | Path, layout: Layout | str = Layout.CSV, num_studies: int = 100,
-                            seed: int = 0, image_size: int = 256,
-                            split_fractions: SplitFractions | None = None, hospital_fraction: float = 0.15,
-                            **options: Any) -> list[SyntheticStudy]:
-    """Sample ``num_studies`` studies and write them to ``out_dir`` in ``layout``; returns the studies.
-
-    Deterministic: the same arguments give byte-identical files. ``options`` go to the layout writer.
+    The same arguments always give byte-identical files. Layout-specific options that do not apply to
+    ``layout`` are rejected, so a typo cannot silently change nothing.
     """
     layout = Layout(layout)
-    if layout not in _WRITERS:
-        raise ValueError(f"layout {layout.value!r} has no writer yet; available: {[k.value for k in _WRITERS]}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if layout not in (Layout.MIMIC_CXR_JPG, Layout.MIMIC_CXR_DICOM) and gzip is not True:
+        raise ValueError(f"option gzip applies only to the MIMIC layouts, not {layout.value!r}")
+    if layout is not Layout.CHEXPERT_PLUS and png16_fraction != 0.2:
+        raise ValueError(f"option png16_fraction applies only to chexpert-plus, not {layout.value!r}")
+    if isinstance(split_fractions, (tuple, list)):
+        split_fractions = SplitFractions(*split_fractions)
     studies = sample_world(num_studies, seed=seed, split_fractions=split_fractions,
                            hospital_fraction=hospital_fraction)
-    module_name, func_name = _WRITERS[layout]
-    writer = getattr(importlib.import_module(f"cxr.data.synthetic.layouts.{module_name}"), func_name)
-    truth = writer(out, studies, image_size, **options)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if layout is Layout.CSV:
+        from cxr.data.synthetic.layouts.csv_manifest import write_csv_layout
+        truth = write_csv_layout(out, studies, image_size)
+    elif layout is Layout.MIMIC_CXR_JPG:
+        from cxr.data.synthetic.layouts.mimic_jpg import write_mimic_jpg_layout
+        truth = write_mimic_jpg_layout(out, studies, image_size, gzip=gzip)
+    elif layout is Layout.MIMIC_CXR_DICOM:
+        from cxr.data.synthetic.layouts.mimic_dicom import write_mimic_dicom_layout
+        truth = write_mimic_dicom_layout(out, studies, image_size, gzip=gzip)
+    elif layout is Layout.CHEXPERT_PLUS:
+        from cxr.data.synthetic.layouts.chexpert_plus import write_chexpert_plus_layout
+        truth = write_chexpert_plus_layout(out, studies, image_size, seed=seed, png16_fraction=png16_fraction)
+    else:
+        from cxr.data.synthetic.layouts.openi import write_openi_layout
+        truth = write_openi_layout(out, studies, image_size)
     write_truth(out, truth)
     return studies

@@ -1,1 +1,15 @@
-"""Writers of the synthetic world in the real datasets' on-disk layouts (one module per layout)."""
+"""On-disk layouts of the synthetic world, one module per real dataset format (see each module's docstring)."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Layout(str, Enum):
+    """The layouts :func:`cxr.data.synthetic.write_synthetic_dataset` can write."""
+
+    CSV = "csv"
+    MIMIC_CXR_JPG = "mimic-cxr-jpg"
+    MIMIC_CXR_DICOM = "mimic-cxr-dicom"
+    CHEXPERT_PLUS = "chexpert-plus"
+    OPENI = "openi"
