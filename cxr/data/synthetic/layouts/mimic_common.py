@@ -17,6 +17,7 @@ import numpy as np
 from cxr.data.records import Split, ViewPosition
 from cxr.data.synthetic.findings import ReportStyle
 from cxr.data.synthetic.layouts.files import label_cell, layout_rng, write_csv
+from cxr.data.synthetic.truth import TruthRecord, TruthView
 from cxr.labels import CHEXPERT_OBSERVATIONS
 
 METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
@@ -132,3 +133,12 @@ def write_jpg_release_csvs(out_dir: Path, studies: list, image_size: int, compre
     write_csv(out_dir / f"mimic-cxr-2.0.0-split{ext}", SPLIT_COLUMNS, split, compress)
     write_csv(out_dir / f"mimic-cxr-2.0.0-chexpert{ext}", LABEL_COLUMNS, labels, compress)
     write_csv(out_dir / f"mimic-cxr-2.0.0-negbio{ext}", LABEL_COLUMNS, labels, compress)
+
+
+def mimic_truth(study, ext: str, layout: str) -> TruthRecord:
+    """The truth record of a MIMIC study: ids as on disk, views as in the metadata CSV (LL kept)."""
+    views = tuple(TruthView(v.image_id, metadata_view(study, i).value, f"{study_dir(study)}/{v.image_id}.{ext}")
+                  for i, v in enumerate(study.views))
+    return TruthRecord(study_id=study.study_id, patient_id=study.patient_id, split=study.split.value, views=views,
+                       findings_text=study.findings_text, impression_text=study.impression_text,
+                       labels=tuple(int(v) for v in study.labels), layout=layout, world_study_id=study.study_id)
