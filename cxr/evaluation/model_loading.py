@@ -19,6 +19,7 @@ def load_checkpoint_model(checkpoint: str | Path, map_location: str = "cpu") -> 
     path = Path(checkpoint)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    _import_project_class(path)
     try:
         model = LightningModule.load_from_checkpoint(path, map_location=map_location, weights_only=True)
     except NotImplementedError as err:
@@ -29,6 +30,20 @@ def load_checkpoint_model(checkpoint: str | Path, map_location: str = "cpu") -> 
             raise TypeError(f"{path}: {type(model).__name__} has no {name}(); eval needs a dual-tower module")
     model.eval()
     return model
+
+
+def _import_project_class(path: Path) -> None:
+    """Import the module class named by the checkpoint, if it is one of this project's (``cxr.*``).
+
+    Lightning refuses to rebuild a class that is not imported yet (it will not import arbitrary code named by a
+    file); importing our own package is safe, anything else stays refused.
+    """
+    import importlib
+
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    class_path = (checkpoint.get("hyper_parameters") or {}).get("_class_path", "")
+    if isinstance(class_path, str) and class_path.startswith("cxr.") and "." in class_path:
+        importlib.import_module(class_path.rsplit(".", 1)[0])
 
 
 def prepare_model(model: LightningModule, device: str | torch.device = "cpu") -> LightningModule:
