@@ -90,8 +90,9 @@ def write_radiograph(path: Path, img: np.ndarray, enc: DicomEncoding, *, sop_key
     ds.BodyPartExamined = "CHEST"
     for key, value in tags.items():
         setattr(ds, key, value)
+    # generate_instance_uid=False: pydicom would otherwise draw a random SOP Instance UID (bytes must not vary).
     ds.set_pixel_data(stored_values(img, enc), photometric_interpretation=enc.photometric,
-                      bits_stored=enc.bits_stored)
+                      bits_stored=enc.bits_stored, generate_instance_uid=False)
     slope = 1.0 if enc.rescale_slope is None else enc.rescale_slope
     intercept = 0.0 if enc.rescale_intercept is None else enc.rescale_intercept
     if enc.rescale_slope is not None:
@@ -106,7 +107,7 @@ def write_radiograph(path: Path, img: np.ndarray, enc: DicomEncoding, *, sop_key
     if enc.modality == "DX":  # the DX IOD requires the presentation LUT shape (INVERSE with MONOCHROME1)
         ds.PresentationLUTShape = "INVERSE" if enc.photometric == "MONOCHROME1" else "IDENTITY"
     if enc.syntax is not DicomSyntax.EXPLICIT_LITTLE:
-        ds.compress(enc.syntax.value)
+        ds.compress(enc.syntax.value, generate_instance_uid=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path
