@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="input size for source specs (default: the checkpoint's vision tower size)")
     p.add_argument("--no-dump", action="store_true", help="do not write the top-1 dumps (which contain text)")
     p.add_argument("--max-batches", type=int, default=None, help="evaluate only this many batches (smoke runs)")
+    p.add_argument("--zero-shot", action="store_true",
+                   help="also zero-shot AUROC per observation from '<finding> is present' / 'there is no "
+                        "<finding>' prompt pairs (observations with both classes in a dataset only)")
     return p
 
 
@@ -54,14 +57,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from cxr.evaluation.datasets import EvalDatasetSpec, build_eval_datamodule
     from cxr.evaluation.model_loading import load_checkpoint_model, prepare_model
     from cxr.evaluation.retrieval_eval import RetrievalEvalOptions, evaluate_datasets
-    from cxr.evaluation.tables import markdown_table, results_table, write_results, write_top1_dump
+    from cxr.evaluation.tables import (markdown_table, results_table, write_results, write_top1_dump,
+                                       zero_shot_table)
 
     options = RetrievalEvalOptions(
         ks=tuple(int(k) for k in args.ks.split(",") if k.strip()), protocol=RetrievalProtocol(args.protocol),
         duplicate_texts_correct=not args.exact_duplicates_only, tie_rule=TieRule(args.tie_rule),
         uncertain_policy=UncertainPolicy(args.uncertain_policy),
         exclude_support_devices=args.exclude_support_devices, chunk_size=args.chunk_size,
-        split=Split(args.split), max_batches=args.max_batches)
+        split=Split(args.split), max_batches=args.max_batches, zero_shot=args.zero_shot)
     model = prepare_model(load_checkpoint_model(args.checkpoint), args.device)
     vision = getattr(model, "vision", None)
     overrides = {"batch_size": args.batch_size, "num_workers": args.num_workers,
@@ -77,12 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = {"checkpoint": Path(args.checkpoint).name, "split": options.split.value,
                 "protocol": options.protocol.value, "duplicate_texts_correct": options.duplicate_texts_correct,
                 "tie_rule": options.tie_rule.value, "uncertain_policy": options.uncertain_policy.value,
-                "exclude_support_devices": options.exclude_support_devices, "ks": list(options.ks)}
+                "exclude_support_devices": options.exclude_support_devices, "ks": list(options.ks),
+                "zero_shot": options.zero_shot}
     paths = write_results(results, out, settings)
     if not args.no_dump:
         for r in results:
             write_top1_dump(r, out)
     header, rows = results_table(results)
     sys.stdout.write(markdown_table(header, rows))
+    zs_header, zs_rows = zero_shot_table(results)
+    if zs_rows:
+        sys.stdout.write("\nZero-shot AUROC:\n" + markdown_table(zs_header, zs_rows))
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
     return 0

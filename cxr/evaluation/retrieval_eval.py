@@ -6,6 +6,7 @@ Report text stays in memory and goes only to the dump files the user asks for; n
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +37,7 @@ class RetrievalEvalOptions:
     chunk_size: int = 4096
     split: Split = Split.TEST
     max_batches: int | None = None
+    zero_shot: bool = False  # also per-observation zero-shot AUROC from present/absent prompt pairs
 
 
 @dataclass
@@ -58,6 +60,7 @@ class DatasetResult:
     name: str
     metrics: dict[str, dict[str, float]]
     top1: list[Top1Row] = field(default_factory=list)
+    zero_shot: dict[str, float] = field(default_factory=dict)  # observation -> AUROC, plus "mean"
 
 
 def _loader(dm: LightningDataModule, split: Split):
@@ -90,6 +93,8 @@ def evaluate_dataset(model: LightningModule, dm: LightningDataModule, name: str,
     device = model.device
     keys: dict[int, str] = {}
     texts: dict[int, str] = {}
+    zs_images: list[torch.Tensor] = []
+    zs_labels: list[torch.Tensor] = []
     for i, batch in enumerate(loader):
         if options.max_batches is not None and i >= options.max_batches:
             break
@@ -99,6 +104,9 @@ def evaluate_dataset(model: LightningModule, dm: LightningDataModule, name: str,
         text_emb = model.encode_texts(list(batch.texts))
         metric.update(image_emb.float().cpu(), text_emb.float().cpu(), batch.study_ids, batch.text_ids,
                       batch.sample_index, batch.labels)
+        if options.zero_shot:
+            zs_images.append(image_emb.float().cpu())
+            zs_labels.append(batch.labels.cpu())
         for idx, key, text in zip(batch.sample_index.tolist(), batch.study_keys, batch.texts):
             keys[idx] = key
             texts[idx] = text
@@ -109,7 +117,27 @@ def evaluate_dataset(model: LightningModule, dm: LightningDataModule, name: str,
     metrics = {d: {k[len(d) + 1:]: v for k, v in values.items() if k.startswith(d + "_")} for d in DIRECTIONS}
     log.info("dataset %s: %d image→text queries, %d text→image queries", name,
              int(values["i2t_num_queries"]), int(values["t2i_num_queries"]))
-    return DatasetResult(name=name, metrics=metrics, top1=top1_rows(details, keys, texts))
+    zero_shot = {}
+    if options.zero_shot:
+        zero_shot = zero_shot_for_dataset(model, torch.cat(zs_images), torch.cat(zs_labels), normalize,
+                                          options.uncertain_policy)
+    return DatasetResult(name=name, metrics=metrics, top1=top1_rows(details, keys, texts), zero_shot=zero_shot)
+
+
+def zero_shot_for_dataset(model: LightningModule, image_emb: torch.Tensor, labels: torch.Tensor,
+                          normalize: bool = True,
+                          policy: UncertainPolicy = UncertainPolicy.ZEROS) -> dict[str, float]:
+    """Zero-shot AUROC of every observation with both classes among ``labels`` (others left out), plus "mean".
+
+    AUROC depends only on the order of p(present) = softmax(scale·[s_present, s_absent])[0], which is monotone in
+    s_present − s_absent for any scale > 0; scale 1 keeps that order exact where 100·cos would saturate to 1.0
+    in float32 and tie (the number is the same as with 100 otherwise).
+    """
+    from cxr.evaluation.zero_shot import ZERO_SHOT_OBSERVATIONS, default_prompts, zero_shot_evaluate
+
+    values = zero_shot_evaluate(model.encode_texts, image_emb, labels, default_prompts(ZERO_SHOT_OBSERVATIONS),
+                                scale=1.0, policy=policy, normalize=normalize)
+    return {k: v for k, v in values.items() if not math.isnan(v)}
 
 
 def top1_rows(details: RetrievalDetails, keys: Mapping[int, str], texts: Mapping[int, str]) -> list[Top1Row]:

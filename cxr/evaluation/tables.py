@@ -24,6 +24,19 @@ def results_table(results: Sequence[DatasetResult]) -> tuple[list[str], list[lis
     return header, rows
 
 
+def zero_shot_table(results: Sequence[DatasetResult]) -> tuple[list[str], list[list[object]]]:
+    """``(header, rows)`` of zero-shot AUROC: one row per dataset that has it, ``mean`` then the observations
+    (in first-seen order); an observation without both classes in a dataset is left empty there."""
+    observations: dict[str, None] = {}
+    for r in results:
+        for k in r.zero_shot:
+            if k != "mean":
+                observations.setdefault(k, None)
+    header = ["dataset", "mean", *observations]
+    rows = [[r.name, *[r.zero_shot.get(c, "") for c in header[1:]]] for r in results if r.zero_shot]
+    return header, rows
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         if math.isnan(value):
@@ -40,11 +53,21 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> s
 
 
 def write_results(results: Sequence[DatasetResult], out_dir: Path, settings: dict | None = None) -> dict[str, Path]:
-    """Write ``results.md``, ``results.csv``, ``results.json`` to ``out_dir``; returns the paths."""
+    """Write ``results.md``, ``results.csv``, ``results.json`` (and ``zero_shot.csv`` when any dataset has
+    zero-shot AUROC, also appended to ``results.md`` and under ``"zero_shot"`` in the JSON); returns the paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     header, rows = results_table(results)
     paths = {"md": out_dir / "results.md", "csv": out_dir / "results.csv", "json": out_dir / "results.json"}
     md = markdown_table(header, rows)
+    zs_header, zs_rows = zero_shot_table(results)
+    if zs_rows:
+        md += "\nZero-shot AUROC (prompt pairs; observations with both classes only):\n\n"
+        md += markdown_table(zs_header, zs_rows)
+        paths["zero_shot_csv"] = out_dir / "zero_shot.csv"
+        with open(paths["zero_shot_csv"], "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(zs_header)
+            writer.writerows(zs_rows)
     if settings:
         md += "\nSettings: " + ", ".join(f"{k}={v}" for k, v in settings.items()) + "\n"
     paths["md"].write_text(md, encoding="utf-8")
@@ -53,6 +76,8 @@ def write_results(results: Sequence[DatasetResult], out_dir: Path, settings: dic
         writer.writerow(header)
         writer.writerows(rows)
     payload = {"settings": settings or {}, "datasets": {r.name: r.metrics for r in results}}
+    if zs_rows:
+        payload["zero_shot"] = {r.name: r.zero_shot for r in results if r.zero_shot}
     paths["json"].write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
     return paths
 

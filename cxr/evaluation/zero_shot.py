@@ -14,7 +14,11 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.classification import binary_auroc
 
-from cxr.labels import OBSERVATION_INDEX, UncertainPolicy, binarize
+from cxr.labels import CHEXPERT_OBSERVATIONS, OBSERVATION_INDEX, UncertainPolicy, binarize
+
+
+#: Observations eval.py scores zero-shot ("No Finding" has no sensible "<finding> is present" prompt).
+ZERO_SHOT_OBSERVATIONS: tuple[str, ...] = tuple(o for o in CHEXPERT_OBSERVATIONS if o != "No Finding")
 
 
 @dataclass(frozen=True)
@@ -63,9 +67,13 @@ def zero_shot_auroc(scores: torch.Tensor, labels: torch.Tensor, observations: Se
 @torch.no_grad()
 def zero_shot_evaluate(encode_texts: Callable[[list[str]], torch.Tensor], image_emb: torch.Tensor,
                        labels: torch.Tensor, prompts: Sequence[PromptPair], scale: float = 100.0,
-                       policy: UncertainPolicy | str = UncertainPolicy.ZEROS) -> dict[str, float]:
-    """Embed the prompts with ``encode_texts`` (e.g. ``CLIPAlignModule.encode_texts``) and score ``image_emb``."""
+                       policy: UncertainPolicy | str = UncertainPolicy.ZEROS,
+                       normalize: bool = True) -> dict[str, float]:
+    """Embed the prompts with ``encode_texts`` (e.g. ``CLIPAlignModule.encode_texts``) and score ``image_emb``.
+
+    ``normalize=False`` scores by raw dot product (models trained with ``loss.normalize: false``).
+    """
     present = encode_texts([p.present for p in prompts]).float().cpu()
     absent = encode_texts([p.absent for p in prompts]).float().cpu()
-    scores = zero_shot_scores(image_emb.float().cpu(), present, absent, scale)
+    scores = zero_shot_scores(image_emb.float().cpu(), present, absent, scale, normalize)
     return zero_shot_auroc(scores, labels, [p.observation for p in prompts], policy)
