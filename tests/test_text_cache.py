@@ -151,3 +151,21 @@ def test_cache_with_lora_or_without_dir_is_refused(tiny_llama) -> None:
         TextTower(str(tiny_llama), use_cache=True, cache_dir=None)
     with pytest.raises(FileNotFoundError, match="text encoder not found"):
         TextTower("./no/such/encoder", use_cache=False)
+
+
+def test_frozen_encoder_stays_in_eval_mode_when_the_module_trains(tiny_llama) -> None:
+    """Lightning calls ``model.train()`` at fit start; a frozen encoder must not switch dropout on."""
+    from cxr.models.text.lora import LoraSettings
+    from cxr.models.text_tower import TextTower
+
+    frozen = TextTower(str(tiny_llama), use_cache=False, instruction=None)
+    frozen.build_encoder()
+    wrapper = torch.nn.Sequential(frozen)  # as inside CLIPAlignModule
+    wrapper.train()
+    assert frozen.training and not any(m.training for m in frozen.encoder.modules())
+    lora = TextTower(str(tiny_llama), use_cache=False, instruction=None, lora=LoraSettings(r=2, alpha=4))
+    lora.build_encoder()
+    lora.train()
+    assert any(m.training for m in lora.encoder.modules())  # LoRA training keeps its train mode
+    lora.eval()
+    assert not any(m.training for m in lora.encoder.modules())

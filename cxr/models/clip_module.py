@@ -132,7 +132,7 @@ class CLIPAlignModule(LightningModule):
             texts: list[str] = []
             for split in splits:
                 texts.extend(dm.texts(split))
-            self.text.fill_cache(texts)
+            self.text.fill_cache(texts, device=self.trainer.strategy.root_device)
 
     def configure_model(self) -> None:
         # The LLM is only needed online: with LoRA, or without the cache. Idempotent.

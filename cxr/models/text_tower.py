@@ -184,6 +184,17 @@ class TextTower(nn.Module):
         self.encoder = enc
         return enc
 
+    def train(self, mode: bool = True) -> TextTower:
+        """Like ``nn.Module.train``, but a frozen encoder stays in eval mode.
+
+        Lightning calls ``model.train()`` at fit start; without this a frozen BERT-style encoder would run
+        with dropout, so online embeddings would be noisy and differ from the cached (eval-mode) ones.
+        """
+        super().train(mode)
+        if self.encoder is not None and not self.trainable:
+            self.encoder.eval()
+        return self
+
     def release_encoder(self) -> None:
         """Drop a frozen encoder once the cache holds everything (frees the LLM's memory)."""
         if not self.trainable:
@@ -218,11 +229,12 @@ class TextTower(nn.Module):
     def uses_cache(self) -> bool:
         return self.use_cache and not self.trainable
 
-    def fill_cache(self, texts: list[str]) -> int:
+    def fill_cache(self, texts: list[str], device: torch.device | str | None = None) -> int:
         """Embed every (instruction, text) not yet cached; returns how many were embedded.
 
         Under DDP each rank embeds ``missing[rank::world]`` and writes its shard; rank 0 commits the
-        manifest. All ranks must call it with the same ``texts``.
+        manifest. All ranks must call it with the same ``texts``. ``device``: where the encoder runs while
+        filling (Lightning calls ``setup`` before moving the module to the accelerator).
         """
         import torch.distributed as dist
 
@@ -238,6 +250,8 @@ class TextTower(nn.Module):
         mine = missing[rank::world]
         if mine:
             enc = self.build_encoder()
+            if device is not None:
+                enc.to(device)
             emb = enc.encode(self._inputs([first[k] for k in mine]), batch_size=self.encode_batch_size)
             cache.write_shard(mine, emb)
         if world > 1:
