@@ -18,6 +18,8 @@ import numpy as np
 
 CR_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_PRESENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
+#: Smallest side openjpeg encodes with its default 6 resolution levels; smaller images fall back to RLE.
+MIN_JPEG2000_SIZE = 32
 
 
 class DicomSyntax(str, Enum):
@@ -106,8 +108,11 @@ def write_radiograph(path: Path, img: np.ndarray, enc: DicomEncoding, *, sop_key
     ds.WindowWidth = f"{hi - lo + 1:g}"
     if enc.modality == "DX":  # the DX IOD requires the presentation LUT shape (INVERSE with MONOCHROME1)
         ds.PresentationLUTShape = "INVERSE" if enc.photometric == "MONOCHROME1" else "IDENTITY"
-    if enc.syntax is not DicomSyntax.EXPLICIT_LITTLE:
-        ds.compress(enc.syntax.value, generate_instance_uid=False)
+    syntax = enc.syntax
+    if syntax is DicomSyntax.JPEG2000_LOSSLESS and min(img.shape) < MIN_JPEG2000_SIZE:
+        syntax = DicomSyntax.RLE_LOSSLESS  # openjpeg's 6 resolution levels need >= 32 px per side
+    if syntax is not DicomSyntax.EXPLICIT_LITTLE:
+        ds.compress(syntax.value, generate_instance_uid=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
     return path

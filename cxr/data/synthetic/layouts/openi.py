@@ -20,7 +20,7 @@ from cxr.data.records import Split
 from cxr.data.synthetic.findings import Device, Severity, Zone
 from cxr.data.synthetic.layouts.files import layout_rng, render_views, write_csv, write_png
 from cxr.data.synthetic.truth import TruthRecord, TruthView
-from cxr.labels import LabelState
+from cxr.labels import OBSERVATION_INDEX, LabelState
 
 REPORTS_NAME = "indiana_reports.csv"
 PROJECTIONS_NAME = "indiana_projections.csv"
@@ -31,7 +31,7 @@ IMAGE_DIR = "images/images_normalized"
 _TERM = {"Pleural Effusion": "Pleural Effusion", "Cardiomegaly": "Cardiomegaly", "Pneumothorax": "Pneumothorax",
          "Lung Opacity": "Opacity", "Atelectasis": "Atelectasis", "Fracture": "Fractures, Bone",
          "Lung Lesion": "Nodule", "Edema": "Edema", "Consolidation": "Consolidation", "Pneumonia": "Pneumonia",
-         "Enlarged Cardiomediastinum": "Mediastinum", "Pleural Other": "Pleura"}
+         "Enlarged Cardiomediastinum": "Mediastinum", "Pleural Other": "Pleural Thickening"}
 _DEGREE = {Severity.SMALL: "mild", Severity.MODERATE: "moderate", Severity.LARGE: "severe"}
 
 
@@ -55,15 +55,19 @@ def _mesh_term(f) -> str:
 
 
 def mesh_and_problems(study) -> tuple[str, str]:
-    """MeSH and Problems cells of a study: positive findings and devices, else ``normal``."""
+    """MeSH and Problems cells: ``normal`` for a normal study, positive findings and devices, else ``No Indexing``."""
     terms = [_mesh_term(f) for f in study.findings.values()
              if f.state is LabelState.POSITIVE and f.observation in _TERM]
     for d in study.devices:
         terms.append({Device.PACEMAKER: "Pacemaker, Artificial", Device.CENTRAL_LINE: "Catheters, Indwelling"}
                      .get(d.device, "Tube, Inserted"))
+    # "normal" only where the report states a normal study (No Finding positive; devices may come with it):
+    # a study whose findings are all hedged is not normal, so it gets "No Indexing" (a real Open-I value).
+    if int(study.labels[OBSERVATION_INDEX["No Finding"]]) == LabelState.POSITIVE:
+        terms.insert(0, "normal")
     terms = list(dict.fromkeys(terms))
     if not terms:
-        return "normal", "normal"
+        return "No Indexing", "No Indexing"
     return ";".join(terms), ";".join(dict.fromkeys(t.split("/")[0] for t in terms))
 
 
