@@ -2,7 +2,7 @@
 
 Measured while writing this test (world seed 0, 600 studies → 174 held-out test studies, 10 epochs =
 100 steps, ~30 s on 2 cores): empirical chance i2t R@5 = 0.030; trained i2t R@5 = 0.092 / 0.086 and
-t2i R@5 = 0.115 / 0.109 for seeds 0 / 1 (≈3× chance). The test asks for 2× chance (~5 queries of headroom).
+t2i R@5 = 0.115 / 0.109 for seeds 0 / 1 (≈3× chance). Asserted: 2× chance (~5 queries of headroom).
 """
 
 from __future__ import annotations
