@@ -57,6 +57,19 @@ def test_train_order_is_seeded(tmp_path: Path) -> None:
     assert sorted(keys(1)) == sorted(f"a:a{i}" for i in range(8))  # a permutation: every study once
 
 
+def test_train_augmentation_is_seeded(tmp_path: Path) -> None:
+    """Random crops/affine/noise repeat under the same seed, whatever the number of workers."""
+
+    def images(seed: int, workers: int = 0) -> torch.Tensor:
+        dm = make_dm(tmp_path, seed=seed, num_workers=workers)
+        return torch.cat([b.images for b in dm.train_dataloader()])
+
+    first = images(1)
+    assert torch.equal(first, images(1))
+    assert torch.equal(first, images(1, workers=1))
+    assert not torch.equal(first, images(2))
+
+
 def test_mixing_weights(tmp_path: Path) -> None:
     a, b = manifest(tmp_path, "a"), manifest(tmp_path, "b", n=12)
     dm = make_dm(tmp_path, sources=[a, b], train_weights=[1.0, 0.0])

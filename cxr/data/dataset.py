@@ -16,7 +16,7 @@ from cxr.data.report_text import compose_report_text, normalize_whitespace
 from cxr.data.sampling import SampleKey, SamplingUnit, ViewPolicy, eligible_images, eval_image
 
 ImageLoader = Callable[[str], np.ndarray]
-Transform = Callable[[np.ndarray], torch.Tensor]
+Transform = Callable[..., torch.Tensor]  # (pixels, seed=None) -> tensor, e.g. ImageTransform
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,9 @@ class ImageTextDataset(Dataset):
             from cxr.text.shuffle import shuffle_sentences
 
             text = shuffle_sentences(text, rng, sectioned=self.tagged_sections)
-        return Sample(image=self.transform(pixels), text=text, study_key=record.key,
+        # Drawn last so the view choice and text shuffle of a given seed stay as they were.
+        aug_seed = rng.getrandbits(32) if rng is not None else None
+        return Sample(image=self.transform(pixels, seed=aug_seed), text=text, study_key=record.key,
                       text_id=self.text_ids[item.record_index], sample_index=index, labels=record.labels,
                       source=record.source)
 

@@ -53,7 +53,8 @@ def eval_image(images: Sequence[ImageRef]) -> ImageRef:
 
 @dataclass(frozen=True)
 class SampleKey:
-    """What a sampler yields: the dataset index and a seed for that draw's randomness (view, shuffle)."""
+    """What a sampler yields: the dataset index and a seed for that draw's randomness (view, shuffle,
+    augmentation)."""
 
     index: int
     seed: int

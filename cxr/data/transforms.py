@@ -88,12 +88,16 @@ class ImageTransform:
         self.in_chans = in_chans
         self.train = train
 
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
+    def __call__(self, image: np.ndarray, seed: int | None = None) -> torch.Tensor:
+        """Transform one image; ``seed`` fixes the random augmentation (albumentations otherwise draws
+        from OS entropy, and runs would not repeat)."""
         image = np.asarray(image)
         if image.ndim != 2:
             raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
         if image.dtype != np.float32:
             image = image.astype(np.float32)
+        if seed is not None and self.train:
+            self.pipeline.set_random_seed(seed)
         return self.pipeline(image=image)["image"]
 
     def __repr__(self) -> str:
