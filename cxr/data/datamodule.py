@@ -9,6 +9,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, SequentialSampler
 
 from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
+from cxr.data.image_cache import CachedImageLoader
 from cxr.data.records import Split, StudyRecord
 from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
 from cxr.data.sources.base import DatasetSource
@@ -50,6 +51,12 @@ class CXRDataModule(LightningDataModule):
         samples_per_epoch: training draws per epoch; default the number of training items.
         seed: seed of the training sampler (order, view choice, text shuffle).
         pin_memory: DataLoader ``pin_memory``.
+        image_cache_dir: a preprocessing cache written by ``python -m cxr.data.preprocess``; images found
+            there are read from it (resized 8-bit) instead of decoding the originals.
+        image_cache_src_root: where the originals' root is on this machine when it differs from the one
+            recorded in the cache (lookups are by path relative to that root).
+        image_cache_fallback: decode the original when an image is not in the cache; ``False`` makes a
+            miss an error (runs that must never touch full-size DICOMs).
     """
 
     def __init__(
@@ -72,6 +79,9 @@ class CXRDataModule(LightningDataModule):
         samples_per_epoch: int | None = None,
         seed: int = 0,
         pin_memory: bool = False,
+        image_cache_dir: str | None = None,
+        image_cache_src_root: str | None = None,
+        image_cache_fallback: bool = True,
     ) -> None:
         super().__init__()
         self.sources = list(sources)
@@ -103,6 +113,9 @@ class CXRDataModule(LightningDataModule):
         self.samples_per_epoch = samples_per_epoch
         self.seed = seed
         self.pin_memory = pin_memory
+        # Opened here so a missing or stale cache is a start-up error, before any data loading.
+        self.image_loader = CachedImageLoader(image_cache_dir, src_root=image_cache_src_root,
+                                              fallback=image_cache_fallback)
         # Start-up check: files and headers only, every source at once, before anything heavy happens.
         problems = ProblemLog()
         for source in self.sources + self.eval_sources:
@@ -122,7 +135,8 @@ class CXRDataModule(LightningDataModule):
             problems = ProblemLog()
             records = source.load(problems)
             problems.raise_fatal(f"source {source.name!r}")
-            problems.extend(find_record_problems(records, f"source {source.name!r}", self.image_check))
+            cached = self.image_loader.cache if self.image_loader.cache is not None else ()
+            problems.extend(find_record_problems(records, f"source {source.name!r}", self.image_check, cached))
             found = dedupe_problems(problems.problems)
             all_problems.extend(found)
             if self.bad_input is BadInputPolicy.SKIP:
@@ -144,7 +158,6 @@ class CXRDataModule(LightningDataModule):
     def _dataset(self, split: Split) -> ImageTextDataset:
         split = Split(split)
         if split not in self._datasets:
-            from cxr.data.images import load_image
             from cxr.data.transforms import build_transform
 
             records = self.load_records()[split]
@@ -154,7 +167,7 @@ class CXRDataModule(LightningDataModule):
                 log.info("%s: %d of %d studies have no image under view_policy=%s (left out)", split.value,
                          no_image, len(records), self.view_policy.value)
             transform = build_transform(train=train, image_size=self.image_size, in_chans=self.in_chans)
-            self._datasets[split] = ImageTextDataset(records, items, load_image, transform,
+            self._datasets[split] = ImageTextDataset(records, items, self.image_loader, transform,
                                                      tagged_sections=self.tagged_sections,
                                                      text_shuffle_prob=self.text_shuffle_prob if train else 0.0)
         return self._datasets[split]

@@ -113,6 +113,10 @@ class ImageCache:
             return path.as_posix()
         try:
             return path.relative_to(self.src_root).as_posix()
+        except ValueError:
+            pass
+        try:  # the manifest may name the root through a symlink (preprocess records the resolved root)
+            return path.resolve().relative_to(self.src_root.resolve()).as_posix()
         except ValueError as exc:
             raise KeyError(f"{original} is not under the cache's source root {self.src_root}") from exc
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
@@ -135,13 +135,14 @@ class ProblemLog:
         return Counter(p.kind for p in self.problems)
 
 
-def find_record_problems(records: Sequence[StudyRecord], file: str, image_check: ImageCheck = ImageCheck.PROBE
-                         ) -> list[Problem]:
+def find_record_problems(records: Sequence[StudyRecord], file: str, image_check: ImageCheck = ImageCheck.PROBE,
+                         cached: Container[str] = ()) -> list[Problem]:
     """Checks that apply to every source once records exist.
 
     Empty reports, duplicate study keys, patients in two splits, and (per ``image_check``) missing or
     undecodable images. Image probing goes through :func:`cxr.data.images.probe_image`, so unsupported
-    DICOM transfer syntaxes and truncated files are caught here, before training starts.
+    DICOM transfer syntaxes and truncated files are caught here, before training starts. Images in
+    ``cached`` (a preprocessing cache) are not checked: training reads the cached copy, not the original.
     """
     out: list[Problem] = []
     seen: dict[str, int] = {}
@@ -163,12 +164,13 @@ def find_record_problems(records: Sequence[StudyRecord], file: str, image_check:
                                    f"patient {patient.split(':', 1)[1]} is in splits {sorted(splits)}",
                                    field="patient_id", study_key=key))
     if image_check is not ImageCheck.NONE:
-        out.extend(find_image_problems(records, file, image_check))
+        out.extend(find_image_problems(records, file, image_check, cached))
     return out
 
 
-def find_image_problems(records: Sequence[StudyRecord], file: str, image_check: ImageCheck) -> list[Problem]:
-    """Missing (and, with PROBE, unreadable/truncated/unsupported) images of ``records``."""
+def find_image_problems(records: Sequence[StudyRecord], file: str, image_check: ImageCheck,
+                        cached: Container[str] = ()) -> list[Problem]:
+    """Missing (and, with PROBE, unreadable/truncated/unsupported) images of ``records`` not in ``cached``."""
     import os
 
     if image_check is ImageCheck.NONE:
@@ -182,6 +184,8 @@ def find_image_problems(records: Sequence[StudyRecord], file: str, image_check: 
     out: list[Problem] = []
     for rec in records:
         for im in rec.images:
+            if im.path in cached:
+                continue  # written by cxr.data.preprocess, which already decoded (and checked) the original
             if not os.path.isfile(im.path):
                 out.append(Problem(ProblemKind.MISSING_IMAGE, file, f"image file not found: {im.path}",
                                    study_key=rec.key, image_path=im.path))
