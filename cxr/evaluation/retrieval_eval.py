@@ -75,7 +75,7 @@ def _loader(dm: LightningDataModule, split: Split):
 def _fill_text_cache(model: LightningModule, dm: LightningDataModule, split: Split) -> None:
     text = getattr(model, "text", None)
     if text is not None and getattr(text, "uses_cache", False) and hasattr(dm, "texts"):
-        text.fill_cache(dm.texts(split))
+        text.fill_cache(dm.texts(split), device=model.device)  # the encoder runs where the model is
 
 
 @torch.no_grad()
