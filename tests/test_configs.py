@@ -11,8 +11,10 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 # configs/data/*.yaml are fragments for `--data`; they are checked combined with a full config below.
-FULL_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name != "data")
+# configs/eval/*.yaml are eval.py dataset specs (a DataModule or a DatasetSource); checked by eval.py's parser.
+FULL_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name not in ("data", "eval"))
 DATA_FRAGMENTS = sorted((ROOT / "configs" / "data").glob("*.yaml"))
+EVAL_SPECS = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
 
 
 def _print_config(args: list[str]) -> dict:
@@ -39,5 +41,14 @@ def test_data_fragment_parses(fragment: Path) -> None:
     assert cfg["data"]["class_path"].startswith("cxr."), cfg["data"]
 
 
+@pytest.mark.parametrize("spec", EVAL_SPECS, ids=lambda p: p.name)
+def test_eval_spec_parses(spec: Path) -> None:
+    from cxr.evaluation.datasets import EvalDatasetSpec, parse_eval_spec
+
+    _, parsed = parse_eval_spec(EvalDatasetSpec(spec.stem, spec))
+    assert parsed.obj.class_path.startswith("cxr."), parsed.obj
+
+
 def test_there_are_configs() -> None:
     assert (ROOT / "configs" / "demo.yaml") in FULL_CONFIGS
+    assert EVAL_SPECS

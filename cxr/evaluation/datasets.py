@@ -49,15 +49,18 @@ def _class_config(spec: EvalDatasetSpec) -> dict:
     return cfg
 
 
-def build_eval_datamodule(spec: EvalDatasetSpec, **datamodule_overrides) -> LightningDataModule:
-    """Instantiate the spec's DataModule (or wrap its source in a ``CXRDataModule``) with jsonargparse."""
+def parse_eval_spec(spec: EvalDatasetSpec):
+    """Check ``spec`` against the schema of its class (jsonargparse), without instantiating it.
+
+    Returns ``(parser, parsed)``; nothing is read from the dataset itself.
+    """
+    import importlib
+
     from jsonargparse import ArgumentParser
 
     from cxr.data.sources.base import DatasetSource
 
     cfg = _class_config(spec)
-    import importlib
-
     module_name, _, class_name = str(cfg["class_path"]).rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -70,10 +73,21 @@ def build_eval_datamodule(spec: EvalDatasetSpec, **datamodule_overrides) -> Ligh
     parser = ArgumentParser(exit_on_error=False)
     parser.add_subclass_arguments(base, "obj", required=True)
     try:
-        parsed = parser.parse_object({"obj": cfg})
-        obj = parser.instantiate_classes(parsed).obj
+        return parser, parser.parse_object({"obj": cfg})
     except Exception as err:  # jsonargparse errors are long; name the spec first
         raise ValueError(f"dataset {spec.name!r}: cannot build {cfg.get('class_path')!r} from {spec.config}: "
+                         f"{err}") from err
+
+
+def build_eval_datamodule(spec: EvalDatasetSpec, **datamodule_overrides) -> LightningDataModule:
+    """Instantiate the spec's DataModule (or wrap its source in a ``CXRDataModule``) with jsonargparse."""
+    from cxr.data.sources.base import DatasetSource
+
+    parser, parsed = parse_eval_spec(spec)
+    try:
+        obj = parser.instantiate_classes(parsed).obj
+    except Exception as err:
+        raise ValueError(f"dataset {spec.name!r}: cannot build {parsed.obj.class_path!r} from {spec.config}: "
                          f"{err}") from err
     if isinstance(obj, DatasetSource):
         from cxr.data.datamodule import CXRDataModule
