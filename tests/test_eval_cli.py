@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from _tiny_clip_run import train_tiny_clip
 from PIL import Image
 
 from cxr.labels import CHEXPERT_OBSERVATIONS
@@ -45,38 +46,9 @@ def _write_manifest(root: Path, name: str, n: int, seed: int, split: str | None)
 
 @pytest.fixture(scope="module")
 def trained_checkpoint(tmp_path_factory) -> tuple[Path, Path, Path]:
-    from cxr.cli import cli_main
-    from cxr.models.text.tiny import build_tiny_model
-
     tmp = tmp_path_factory.mktemp("evalcli")
-    text_dir = build_tiny_model("llama", tmp / "tiny_llama", hidden_size=32, layers=1, heads=2, kv_heads=1)
     train_csv = _write_manifest(tmp / "train_ds", "tr", 24, seed=0, split="mixed")
-    source = {"class_path": "cxr.data.sources.CsvManifestSource",
-              "init_args": {"name": "train_ds", "csv_path": str(train_csv)}}
-    config = {
-        "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 3, "limit_val_batches": 0,
-                    "logger": False, "enable_progress_bar": False, "enable_model_summary": False,
-                    "default_root_dir": str(tmp / "run"),
-                    "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-                                   "init_args": {"dirpath": str(tmp / "ckpt"), "save_last": True}}]},
-        "model": {"class_path": "cxr.models.clip_module.CLIPAlignModule",
-                  "init_args": {"vision": {"class_path": "cxr.models.vision.VisionTower",
-                                           "init_args": {"model_name": "test_resnet", "in_chans": 1,
-                                                         "image_size": 32}},
-                                "text": {"class_path": "cxr.models.text_tower.TextTower",
-                                         "init_args": {"encoder": str(text_dir), "use_cache": False,
-                                                       "max_length": 32}},
-                                "embed_dim": 16, "lr": 1e-3, "layer_decay": 1.0}},
-        "data": {"class_path": "cxr.data.datamodule.CXRDataModule",
-                 "init_args": {"sources": [source], "image_size": 32, "in_chans": 1, "batch_size": 4,
-                               "num_workers": 0}},
-    }
-    cfg_path = tmp / "train.yaml"
-    cfg_path.write_text(yaml.safe_dump(config))
-    cli_main(["fit", "--config", str(cfg_path)])
-    ckpt = tmp / "ckpt" / "last.ckpt"
-    assert ckpt.is_file()
+    ckpt = train_tiny_clip(tmp, train_csv, max_steps=3).checkpoint
     # held-out spec 1: a DataModule config; spec 2: a bare source (wrapped by eval.py)
     a_csv = _write_manifest(tmp / "held_a", "a", 20, seed=1, split="test")
     b_csv = _write_manifest(tmp / "held_b", "b", 16, seed=2, split=None)
