@@ -102,7 +102,7 @@ def main() -> None:
     rows = []
     n = args.n_small
     rows.append(_run_sub("ours", n, args.dim, args.chunk, args.timeout))
-    need_gb = 8.1 * (n / 10000) ** 2 + 1  # measured ≈77 B per (query, candidate) entry (environment.md §5)
+    need_gb = 8.1 * (n / 10000) ** 2 + 1  # measured ≈77 B per (query, candidate) entry (torchmetrics, docs/bench_retrieval.md)
     if need_gb < 0.8 * _free_gb():
         rows.append(_run_sub("torchmetrics", n, args.dim, args.chunk, args.timeout))
     else:

@@ -6,7 +6,7 @@ backward + AdamW step + logit-scale clamp (what Lightning runs per batch, minus 
 with the cache (keys + cache lookup + adapter forward/backward) is also timed alone on the same batches, to
 give its share of the cached step.
 
-Text encoder: a random-weight tiny Llama sized like environment.md §6 (hidden 256, 4 layers, 4 heads,
+Text encoder: a random-weight tiny Llama (hidden 256, 4 layers, 4 heads,
 intermediate 688, vocab 32000; bidirectional, mean pooling) with the paper's per-report instructions.
 Reports are composed from radiology sentences to 100-200 tokens. Pixels are random (timing only).
 
