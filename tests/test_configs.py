@@ -49,6 +49,21 @@ def test_eval_spec_parses(spec: Path) -> None:
     assert parsed.obj.class_path.startswith("cxr."), parsed.obj
 
 
+def test_readme_data_example_parses(tmp_path: Path) -> None:
+    import re
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    data_blocks = [b for b in blocks if b.lstrip("#").split("\n", 1)[-1].startswith("class_path: cxr.data.")
+                   or "\nclass_path: cxr.data." in b]
+    assert data_blocks, "the README shows a data config"
+    for i, block in enumerate(data_blocks):
+        fragment = tmp_path / f"readme_{i}.yaml"
+        fragment.write_text(block)
+        base = ROOT / "configs" / "demo.yaml"
+        cfg = _print_config(["fit", "--config", str(base), "--data", str(fragment), "--print_config"])
+        assert cfg["data"]["init_args"]["sources"], cfg["data"]
+
+
 def test_there_are_configs() -> None:
     assert (ROOT / "configs" / "demo.yaml") in FULL_CONFIGS
     assert EVAL_SPECS
