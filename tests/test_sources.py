@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _data_writers import (MimicStudy, chexpert_plus_row, write_chexpert_plus, write_csv, write_image,
-                           write_manifest, write_mimic, write_openi)
+from _data_writers import (MimicStudy, chexpert_plus_row, default_chexpert_plus_rows, write_chexpert_plus,
+                           write_csv, write_image, write_manifest, write_mimic, write_openi)
 
 from cxr.data.records import Split, ViewPosition
 from cxr.data.report_text import compose_report_text
@@ -96,6 +96,29 @@ def test_chexpert_plus(tmp_path: Path, image_dir: str, ext: str) -> None:
     assert compose_report_text(recs["patient00002/study1"].report) == "[IMPRESSION] CARDIOMEGALY."
     assert recs["patient64541/study1"].split is Split.VAL
     assert recs["patient00002/study1"].labels[OBSERVATION_INDEX["Edema"]] == LabelState.UNCERTAIN
+
+
+@pytest.mark.parametrize("dicom_dir", ["DICOM", "DICOM/DICOM"])
+def test_chexpert_plus_dicom_release_resolves_path_to_dcm(tmp_path: Path, dicom_dir: str) -> None:
+    from cxr.data.dicom import write_dicom
+    from cxr.data.images import load_image
+
+    rows = default_chexpert_plus_rows()
+    write_chexpert_plus(tmp_path, rows, write_images=False)
+    for n, row in enumerate(rows):
+        path = tmp_path / dicom_dir / row["path_to_dcm"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_dicom(path, (np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 16 + n) % 4096, bits_stored=12)
+    recs, problems = load(ChexpertPlusSource(str(tmp_path), image_format="dcm"))
+    assert not problems.problems, problems.problems
+    r = recs["patient00001/study1"]
+    assert [Path(im.path) for im in r.images] == [
+        tmp_path / dicom_dir / "train/patient00001/study1/view1_frontal.dcm",
+        tmp_path / dicom_dir / "train/patient00001/study1/view2_lateral.dcm"]
+    assert [im.view for im in r.images] == [ViewPosition.PA, ViewPosition.LATERAL]
+    # labels are still joined on path_to_image (the .jpg name), not on the DICOM path
+    assert r.labels[OBSERVATION_INDEX["Pleural Effusion"]] == LabelState.POSITIVE
+    assert load_image(r.images[0].path).shape == (16, 16)
 
 
 def test_chexpert_plus_report_fallback_strips_anonymisation(tmp_path: Path) -> None:

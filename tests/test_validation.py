@@ -153,6 +153,21 @@ def _chexpert_bad_label(tmp: Path) -> DatasetSource:
     return ChexpertPlusSource(str(tmp))
 
 
+def _chexpert_empty_dcm_path(tmp: Path) -> DatasetSource:
+    from _data_writers import default_chexpert_plus_rows
+
+    from cxr.data.dicom import write_dicom
+
+    data = default_chexpert_plus_rows()
+    data[4]["path_to_dcm"] = ""  # the valid-split study's only image
+    write_chexpert_plus(tmp, data, write_images=False)
+    for row in data[:4]:
+        path = tmp / "DICOM" / row["path_to_dcm"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_dicom(path, np.arange(16 * 16, dtype=np.uint16).reshape(16, 16) * 16, bits_stored=12)
+    return ChexpertPlusSource(str(tmp), image_format="dcm")
+
+
 def _openi_no_projection(tmp: Path) -> DatasetSource:
     write_openi(tmp, projections=[["1", "1_IM-0001-4001.dcm.png", "Frontal"], ["2", "2_IM-0652-1001.dcm.png",
                                                                             "Frontal"]])
@@ -191,14 +206,15 @@ CASES: dict[str, Case] = {
     "configured column absent": Case(lambda t: manifest(t, text_column="Report_Text"),
                                      ProblemKind.MISSING_COLUMN, ("manifest.csv", "Report_Text"), None),
     "missing image": Case(_missing_image, ProblemKind.MISSING_IMAGE, ("img/2.png", "m:s2"), GOOD - 1),
-    "truncated png": Case(_truncated_png, ProblemKind.UNREADABLE_IMAGE, ("img/4.png", "m:s4"), GOOD - 1),
-    "not an image": Case(_not_an_image, ProblemKind.UNREADABLE_IMAGE, ("img/5.png", "m:s5"), GOOD - 1),
+    "truncated png": Case(_truncated_png, ProblemKind.UNREADABLE_IMAGE, ("img/4.png", "m:s4", "truncated"), GOOD - 1),
+    "not an image": Case(_not_an_image, ProblemKind.UNREADABLE_IMAGE, ("img/5.png", "m:s5", "unsupported_format"), GOOD - 1),
     "dicom without pixels": Case(lambda t: dicom_manifest(t, "no pixels"), ProblemKind.UNREADABLE_IMAGE,
-                                 ("img/3.dcm", "no_pixel_data"), GOOD - 1),
+                                 ("img/3.dcm", "m:s3", "no_pixel_data"), GOOD - 1),
     "dicom unsupported syntax": Case(lambda t: dicom_manifest(t, "syntax"), ProblemKind.UNREADABLE_IMAGE,
-                                     ("img/3.dcm", "m:s3"), GOOD - 1),
+                                     ("img/3.dcm", "m:s3", "unsupported_syntax", "1.2.840.10008.1.2.4.100"),
+                                     GOOD - 1),
     "dicom truncated": Case(lambda t: dicom_manifest(t, "truncated"), ProblemKind.UNREADABLE_IMAGE,
-                            ("img/3.dcm", "truncated"), GOOD - 1),
+                            ("img/3.dcm", "m:s3", "truncated"), GOOD - 1),
     "empty report": Case(lambda t: manifest(t, set_cell(1, "report", "  ")), ProblemKind.EMPTY_REPORT,
                          ("row 2", "'report'", "m:s1"), GOOD - 1),
     "bad label value": Case(lambda t: manifest(t, set_cell(2, "Edema", "2")), ProblemKind.BAD_LABEL,
@@ -228,6 +244,9 @@ CASES: dict[str, Case] = {
                                          ("df_chexpert_plus_240401.csv", "'section_impression'"), None),
     "chexpert-plus bad chexbert value": Case(_chexpert_bad_label, ProblemKind.BAD_LABEL,
                                              ("report_fixed.json", "row 1", "'Edema'"), 2),
+    "chexpert-plus empty path_to_dcm": Case(_chexpert_empty_dcm_path, ProblemKind.EMPTY_PATH,
+                                            ("df_chexpert_plus_240401.csv", "row 5", "'path_to_dcm'",
+                                             "chexpert_plus:patient64541/study1"), 2),
     "openi study without images": Case(_openi_no_projection, ProblemKind.NO_USABLE_IMAGE,
                                        ("indiana_projections.csv", "openi:3"), 2),
     "openi duplicate uid": Case(_openi_duplicate_uid, ProblemKind.DUPLICATE_ID,

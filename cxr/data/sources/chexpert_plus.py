@@ -121,7 +121,7 @@ class ChexpertPlusSource(DatasetSource):
         return None
 
     def _default_path(self, path_to_image: str) -> str:
-        match = IMAGE_KEY.search(path_to_image)
+        match = IMAGE_KEY.search(path_to_image.replace("\\", "/"))
         rel = match.group(0) if match else path_to_image
         prefix, ext = self._candidates(rel)[0]
         return str((self.image_root / prefix / rel).with_suffix(ext))
@@ -155,7 +155,19 @@ class ChexpertPlusSource(DatasetSource):
             split = parse_split(row["split"], problems, file, i, "split", key)
             if split is None:
                 continue
-            source_path = row["path_to_dcm"] if self.image_format is ChexpertPlusImageFormat.DICOM else raw_path
+            source_path = raw_path
+            if self.image_format is ChexpertPlusImageFormat.DICOM:
+                # Checked like path_to_image: an empty or odd cell must not turn into a made-up path.
+                source_path = row["path_to_dcm"].strip()
+                if not source_path:
+                    problems.add(ProblemKind.EMPTY_PATH, file, "empty path_to_dcm", row=i, field="path_to_dcm",
+                                 study_key=key)
+                    continue
+                if IMAGE_KEY.search(source_path.replace("\\", "/")) is None:
+                    problems.add(ProblemKind.BAD_ID, file,
+                                 f"path_to_dcm {source_path!r} has no patientN/studyN/viewN part", row=i,
+                                 field="path_to_dcm", study_key=key)
+                    continue
             path = self.resolve_image(source_path) or self._default_path(source_path)
             view = (ViewPosition.LATERAL if row["frontal_lateral"].strip().lower() == "lateral"
                     else ViewPosition.parse(row["ap_pa"]))
