@@ -55,6 +55,24 @@ def test_encode_order_dtype_and_batching(encoder):
     torch.testing.assert_close(encoder.encode(TEXTS[::-1], batch_size=3), whole.flip(0), atol=1e-5, rtol=1e-4)
 
 
+def test_encode_sorts_by_length_and_shows_progress(encoder, monkeypatch, capsys):
+    texts = [TEXTS[3], " ".join(TEXTS), TEXTS[0], TEXTS[2] + " " + TEXTS[1], TEXTS[1]]
+    widths: list[list[int]] = []
+    tokenize = encoder.tokenize
+
+    def recording(items):
+        widths.append([len(t) for _, t in items])
+        return tokenize(items)
+
+    monkeypatch.setattr(encoder, "tokenize", recording)
+    encoder.encode(texts, batch_size=2, show_progress=True)
+    flat = [w for batch in widths for w in batch]
+    assert [len(b) for b in widths] == [2, 2, 1] and flat == sorted(map(len, texts), reverse=True)
+    assert "encode" in capsys.readouterr().err  # tqdm bar on stderr
+    encoder.encode(texts[:1])
+    assert "encode" not in capsys.readouterr().err  # off by default
+
+
 def test_truncation_keeps_instruction(llama_dir):
     enc = TextEncoder(str(llama_dir), max_length=12)
     feats = enc.tokenize([("Retrieve", " ".join(TEXTS))])
@@ -86,19 +104,39 @@ def test_fingerprint_tracks_weights_and_settings(llama_dir, encoder):
     assert other.fingerprint() != base
 
 
-def test_lora_gradient_checkpointing_and_freeze(llama_dir):
+def _lora_encoder(llama_dir, checkpointing: bool) -> TextEncoder:
     torch.manual_seed(0)
     enc = TextEncoder(str(llama_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0), freeze=True,
-                      gradient_checkpointing=True, pooling="latent_attention", init_pooling=True)
-    trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
-    assert trainable and all("lora_" in n and "llm2clip" in n for n in trainable)
-    enc.train()
-    emb = enc(enc.tokenize(TEXTS[:2]))
-    emb.float().pow(2).sum().backward()
-    grads = {n: p.grad for n, p in enc.named_parameters() if p.requires_grad}
+                      gradient_checkpointing=checkpointing, pooling="latent_attention", init_pooling=True)
+    with torch.no_grad():  # LoRA B starts at zero (then lora_A gets no gradient): perturb so both are exercised
+        for name, p in enc.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05, generator=torch.Generator().manual_seed(len(name)))
+    return enc.train()
+
+
+def test_lora_gradient_checkpointing_and_freeze(llama_dir):
+    runs = {}
+    for checkpointing in (False, True):
+        enc = _lora_encoder(llama_dir, checkpointing)
+        trainable = [n for n, p in enc.named_parameters() if p.requires_grad]
+        assert trainable and all("lora_" in n and "llm2clip" in n for n in trainable)
+        layer = enc.model.get_base_model().layers[0]
+        calls = []
+        layer.self_attn.register_forward_hook(lambda *_: calls.append(1))
+        emb = enc(enc.tokenize(TEXTS[:2]))
+        forward_calls = len(calls)
+        emb.float().pow(2).sum().backward()
+        # checkpointing really runs: the layer is recomputed during backward (non-reentrant, as configured)
+        assert (forward_calls, len(calls)) == ((1, 2) if checkpointing else (1, 1))
+        if checkpointing:
+            assert layer._gradient_checkpointing_func.keywords == {"use_reentrant": False}
+        runs[checkpointing] = {n: p.grad for n, p in enc.named_parameters() if p.requires_grad}
+    grads = runs[True]
     assert all(g is not None for g in grads.values())
-    assert any(g.abs().sum() > 0 for n, g in grads.items() if "lora_A" in n or "lora_B" in n)
-    assert enc.model.get_base_model().is_gradient_checkpointing
+    assert all(grads[n].abs().sum() > 0 for n in grads if "lora_A" in n or "lora_B" in n)
+    for name, g in grads.items():  # recomputation gives the same LoRA gradients as storing activations
+        torch.testing.assert_close(g, runs[False][name], atol=1e-6, rtol=1e-5)
 
 
 def test_latent_pooling_without_weights_is_an_error(llama_dir):

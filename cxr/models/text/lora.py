@@ -50,6 +50,11 @@ def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Non-reentrant gradient checkpointing that still gives LoRA grads (paper §F pitfall 10)."""
     base = model.get_base_model() if is_peft_model(model) else model
     base.config.use_cache = False
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):
+        # transformers >= 5.x: gradient_checkpointing_enable is a deprecated alias (FutureWarning, removed in v6)
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     # harmless with non-reentrant checkpointing, required if someone switches to reentrant with frozen embeddings
     base.enable_input_require_grads()
