@@ -328,3 +328,27 @@ def test_image_check_none_skips_file_checks(tmp_path: Path) -> None:
     source = _missing_image(tmp_path)
     dm = CXRDataModule(sources=[source], image_check="none", num_workers=0)
     assert n_studies(dm) == GOOD
+
+
+def test_patients_in_two_splits_are_found_in_one_pass_over_the_records() -> None:
+    """A manifest split per study puts many patients in two splits; each must not rescan every record."""
+    from cxr.data.records import ImageRef, ReportSections, Split, StudyRecord
+    from cxr.data.validation import ImageCheck, find_record_problems
+
+    class CountingList(list):
+        iterations = 0
+
+        def __iter__(self):
+            CountingList.iterations += 1
+            return super().__iter__()
+
+    records = CountingList(
+        StudyRecord(study_id=f"s{i}", patient_id=f"p{i // 2}", split=(Split.TRAIN, Split.TEST)[i % 2],
+                    images=(ImageRef(f"/x/{i}.png"),), report=ReportSections(full_text="Text."), source="m")
+        for i in range(200))
+    CountingList.iterations = 0
+    problems = find_record_problems(records, "source 'm'", ImageCheck.NONE)
+    assert len(problems) == 200 and {p.kind for p in problems} == {ProblemKind.PATIENT_IN_TWO_SPLITS}
+    assert [p.study_key for p in problems[:2]] == ["m:s0", "m:s1"]
+    assert "patient p0 is in splits ['test', 'train']" in str(problems[0])
+    assert CountingList.iterations <= 2  # was one scan per offending patient (100 here)

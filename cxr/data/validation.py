@@ -147,19 +147,23 @@ def find_record_problems(records: Sequence[StudyRecord], file: str, image_check:
     out: list[Problem] = []
     seen: dict[str, int] = {}
     patient_splits: dict[str, set] = defaultdict(set)
+    # Keys per patient, gathered in the same pass: a manifest split per study (not per patient) can put
+    # thousands of patients in two splits, and rescanning every record for each of them is quadratic.
+    patient_keys: dict[str, list[str]] = defaultdict(list)
     for rec in records:
         if rec.report.is_empty:
             out.append(Problem(ProblemKind.EMPTY_REPORT, file, "report has no findings, impression or text",
                                study_key=rec.key))
         seen[rec.key] = seen.get(rec.key, 0) + 1
-        patient_splits[f"{rec.source}:{rec.patient_id}"].add(rec.split.value)
+        patient = f"{rec.source}:{rec.patient_id}"
+        patient_splits[patient].add(rec.split.value)
+        patient_keys[patient].append(rec.key)
     for key, n in seen.items():
         if n > 1:
             out.append(Problem(ProblemKind.DUPLICATE_ID, file, f"study id occurs in {n} records", study_key=key))
     for patient, splits in patient_splits.items():
         if len(splits) > 1:
-            keys = sorted(r.key for r in records if f"{r.source}:{r.patient_id}" == patient)
-            for key in keys:
+            for key in sorted(patient_keys[patient]):
                 out.append(Problem(ProblemKind.PATIENT_IN_TWO_SPLITS, file,
                                    f"patient {patient.split(':', 1)[1]} is in splits {sorted(splits)}",
                                    field="patient_id", study_key=key))
