@@ -130,3 +130,30 @@ def test_minilm_demo_improves_findings_to_impression_r1(synthetic_dataset):
     after = evaluate_pair_retrieval(module.text_encoder, held_out)
     print(f"findings->impression held-out n={len(held_out)} before={before} after={after}")
     assert after[1] >= before[1] + 0.08
+
+
+def test_mntp_uses_blank_token_when_tokenizer_has_no_mask(tmp_path):
+    """Llama/Qwen tokenizers have no mask token: MNTP masks with the authors' blank ``_`` (paper §A.4)."""
+    from cxr.data.pair_datamodule import PairBatch
+    from cxr.models.text.tiny import build_tiny_model
+
+    path = build_tiny_model("qwen2", tmp_path / "qwen", tokenizer="qwen", hidden_size=32, heads=4, kv_heads=2,
+                            layers=1)
+    module = LLM2VecModule(str(path), stage=AdaptStage.MNTP, max_length=64)
+    enc = module.text_encoder
+    assert enc.tokenizer.mask_token_id is None
+    blank = module.mask_token_id()
+    assert enc.tokenizer.decode([blank]) == "_"
+    seen = {}
+    lm_logits = enc.lm_logits
+
+    def recording(feats):
+        seen["ids"] = feats.input_ids
+        return lm_logits(feats)
+
+    enc.lm_logits = recording
+    batch = PairBatch(queries=[("", "Small left pleural effusion with adjacent atelectasis.")],
+                      positives=[("", "Moderate cardiomegaly with mild pulmonary vascular congestion.")],
+                      negatives=None, task=PairTask.SUMMARIZE)
+    loss = module.mntp_step(batch)
+    assert torch.isfinite(loss) and (seen["ids"] == blank).sum(1).min() >= 1  # every row has blanked tokens
