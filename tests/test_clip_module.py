@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -134,6 +135,7 @@ def test_short_run_beats_chance_and_checkpoint_roundtrip(tmp_path, minilm_free_e
     assert not any(k.startswith("text.encoder.") for k in sd)
     assert "logit_scale" in sd and any(k.startswith("text_adapter.") for k in sd)
     fresh = _module(minilm_free_encoder, tmp_path / "cache")
+    assert fresh.logit_scale.item() == pytest.approx(math.log(1 / 0.07))  # CLIP init (paper §C.3)
     loaded = CLIPAlignModule.load_from_checkpoint(ckpt, vision=fresh.vision, text=fresh.text)
     batch = collate([dm.sets["test"][i] for i in range(6)])
     module.eval()
@@ -141,7 +143,17 @@ def test_short_run_beats_chance_and_checkpoint_roundtrip(tmp_path, minilm_free_e
     with torch.no_grad():
         a, b = module(batch), loaded(batch)
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
-    assert loaded.logit_scale.item() <= torch.log(torch.tensor(100.0)).item() + 1e-6
+    with torch.no_grad():
+        loaded.logit_scale.fill_(7.0)  # as if an optimiser step overshot
+    loaded.on_train_batch_end(None, batch, 0)
+    assert loaded.logit_scale.item() == pytest.approx(math.log(100))  # clamped after every step
+    # a checkpoint that lost a trainable weight is refused (strict=False would keep the random projection)
+    ckpt_data = torch.load(ckpt, weights_only=True)
+    del ckpt_data["state_dict"]["image_proj.weight"]
+    torch.save(ckpt_data, tmp_path / "broken.ckpt")
+    fresh = _module(minilm_free_encoder, tmp_path / "cache")
+    with pytest.raises(RuntimeError, match=r"trainable weights missing.*image_proj\.weight"):
+        CLIPAlignModule.load_from_checkpoint(tmp_path / "broken.ckpt", vision=fresh.vision, text=fresh.text)
 
 
 def test_tiny_llama_with_lora_runs_online(tmp_path, tiny_llama) -> None:
@@ -163,6 +175,17 @@ def test_tiny_llama_with_lora_runs_online(tmp_path, tiny_llama) -> None:
     sd = torch.load(ckpt, weights_only=True)["state_dict"]
     enc_keys = [k for k in sd if k.startswith("text.encoder.")]
     assert enc_keys and all("lora_" in k for k in enc_keys)
+    # reload for eval: the frozen LLM comes from its files, the trained LoRA weights from the checkpoint
+    fresh = _module(tiny_llama, None, text={"lora": LoraSettings(r=4, alpha=8, dropout=0.0)})
+    loaded = CLIPAlignModule.load_from_checkpoint(ckpt, vision=fresh.vision, text=fresh.text).eval()
+    batch = collate([dm.sets["test"][i] for i in range(4)])
+    module.eval()
+    with torch.no_grad():
+        assert torch.allclose(loaded.encode_texts(batch.texts), module.encode_texts(batch.texts), atol=1e-6)
+    # LoRA weights into a tower built without LoRA: refused, not silently dropped
+    plain = _module(tiny_llama, None)
+    with pytest.raises(RuntimeError, match="unexpected weights.*lora_"):
+        CLIPAlignModule.load_from_checkpoint(ckpt, vision=plain.vision, text=plain.text)
 
 
 def test_predict_writer_and_export_roundtrip(tmp_path, minilm_free_encoder) -> None:

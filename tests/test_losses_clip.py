@@ -79,6 +79,7 @@ def test_logits_in_fp32_under_bf16_autocast_and_clamp() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = clip_loss(img, txt, torch.tensor(math.log(100)))
     assert out.loss.dtype == torch.float32
+    assert ClipLossConfig().initial_scale() == pytest.approx(math.log(1 / 0.07))
     s = torch.nn.Parameter(torch.tensor(7.0))
     clamp_logit_scale_(s)
     assert s.item() == pytest.approx(math.log(100))

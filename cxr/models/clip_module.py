@@ -115,8 +115,8 @@ class CLIPAlignModule(LightningModule):
                                                 normalize=self.loss_config.normalize)
         self.test_retrieval = ImageTextRetrieval(ks=ks, protocol=retrieval_protocol,
                                                  normalize=self.loss_config.normalize)
-        # Checkpoints hold only trainable weights; the frozen encoder comes from its own files.
-        self.strict_loading = False
+        # Checkpoints hold only trainable weights; the frozen encoder comes from its own files. Loading stays
+        # strict for everything else (see ``load_state_dict``).
 
     # -------------------------------------------------------------------------------------- building
     def setup(self, stage: str) -> None:
@@ -226,3 +226,27 @@ class CLIPAlignModule(LightningModule):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         keep = self.trainable_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Load a checkpoint that holds only :meth:`trainable_state_keys`; strict about everything else.
+
+        Frozen weights (the text encoder without LoRA, a fixed logit scale) may be absent: they come from the
+        encoder's own files and the config. A missing trainable weight (vision, projections, adapter, LoRA,
+        learnt scale) or an unknown key (e.g. LoRA weights loaded into a tower built without LoRA) is an error
+        with ``strict``; a plain ``strict=False`` would silently keep a random init or drop the LoRA weights.
+        """
+        from torch.nn.modules.module import _IncompatibleKeys
+
+        result = super().load_state_dict(state_dict, strict=False, assign=assign)
+        keep = self.trainable_state_keys()
+        missing = [k for k in result.missing_keys if k in keep]
+        unexpected = list(result.unexpected_keys)
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"{len(missing)} trainable weights missing (e.g. {missing[:5]})")
+            if unexpected:
+                parts.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[:5]}; was the checkpoint "
+                             f"trained with another text/vision tower, LoRA or loss kind?)")
+            raise RuntimeError(f"{type(self).__name__} checkpoint does not fit the model: " + "; ".join(parts))
+        return _IncompatibleKeys(missing, unexpected)
