@@ -47,3 +47,13 @@ def test_layer_decay_groups_and_no_decay_on_norms_biases_scale() -> None:
     assert [g for g in groups if g.name == "logit_scale"][0].weight_decay == 0.0
     n = sum(p.numel() for g in groups for p in g.params)
     assert n == sum(p.numel() for p in vit.parameters()) + sum(p.numel() for p in head.parameters()) + 1
+
+
+def test_hub_weights_offline_fail_clearly(tmp_path, monkeypatch) -> None:
+    """``pretrained: true`` needs the timm hub; offline (and not cached) the error names the model and the fix."""
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
+    with pytest.raises(OSError, match=r"'resnet18' are not available .*local weights file"):
+        VisionTower("resnet18", pretrained=True, in_chans=1, image_size=32)

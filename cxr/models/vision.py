@@ -84,17 +84,28 @@ class VisionTower(nn.Module):
         self.image_size = image_size
         self.in_chans = in_chans
         kwargs: dict = {"num_classes": 0, "in_chans": in_chans, "drop_path_rate": drop_path_rate}
-        try:  # ViT-like models take the resolution (position embeddings); CNNs reject the kwarg at once
-            self.backbone = timm.create_model(model_name, pretrained=pretrained is True, img_size=image_size,
-                                              **kwargs)
-        except TypeError as err:
-            if "img_size" not in str(err):
+        try:
+            self.backbone = self._create(model_name, pretrained is True, image_size, kwargs)
+        except OSError as err:  # hub weights without network (HF_HUB_OFFLINE, no connection, not in the cache)
+            if pretrained is not True:
                 raise
-            self.backbone = timm.create_model(model_name, pretrained=pretrained is True, **kwargs)
+            raise OSError(f"timm hub weights of {model_name!r} are not available (offline or not cached): {err}. "
+                          f"Set pretrained to a local weights file (.safetensors / .pt) instead") from err
         if isinstance(pretrained, str) and pretrained:
             self.load_backbone_weights(pretrained)
         if grad_checkpointing:
             self.backbone.set_grad_checkpointing(True)
+
+    @staticmethod
+    def _create(model_name: str, hub: bool, image_size: int, kwargs: dict) -> nn.Module:
+        import timm
+
+        try:  # ViT-like models take the resolution (position embeddings); CNNs reject the kwarg at once
+            return timm.create_model(model_name, pretrained=hub, img_size=image_size, **kwargs)
+        except TypeError as err:
+            if "img_size" not in str(err):
+                raise
+            return timm.create_model(model_name, pretrained=hub, **kwargs)
 
     @property
     def num_features(self) -> int:
