@@ -158,3 +158,35 @@ def test_sampler_under_distributed_wrapper() -> None:
         parts.append([k.index for k in wrapped])
     assert len(parts[0]) == len(parts[1]) == 5
     assert sorted(parts[0] + parts[1]) == list(range(10))
+
+
+def test_transform_config_sets_normalisation_and_eval_geometry(tmp_path: Path) -> None:
+    """The preset, mean/std and eval resize come from the DataModule's ``transform`` (e.g. CLIP mean/std)."""
+    import numpy as np
+    from jsonargparse import ArgumentParser
+    from lightning.pytorch import LightningDataModule
+
+    from cxr.data.images import load_image
+    from cxr.data.transforms import EvalResize, TransformConfig, build_transform
+
+    clip = {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711],
+            "eval_resize": "CROP", "strength": "LIGHT"}
+    source = manifest(tmp_path, "a")
+    parser = ArgumentParser()
+    parser.add_subclass_arguments(LightningDataModule, "data")
+    cfg = parser.parse_object({"data": {"class_path": "cxr.data.datamodule.CXRDataModule", "init_args": {
+        "sources": [{"class_path": "cxr.data.sources.CsvManifestSource",
+                     "init_args": {"name": "a", "csv_path": str(source.csv_path)}}],
+        "image_size": 24, "in_chans": 3, "batch_size": 2, "num_workers": 0,
+        "transform": {**clip, "image_size": 999}}}})  # geometry comes from the DataModule, not the group
+    dm = parser.instantiate_classes(cfg).data
+    assert dm.transform.image_size == 24 and dm.transform.in_chans == 3
+    assert dm.transform.eval_resize is EvalResize.CROP and dm.transform.mean == tuple(clip["mean"])
+    batch = next(iter(dm.test_dataloader()))
+    path = dm.records("test")[0].images[0].path
+    want = build_transform(False, 24, in_chans=3, mean=clip["mean"], std=clip["std"], eval_resize="crop")
+    np.testing.assert_allclose(batch.images[0].numpy(), want(load_image(path)).numpy(), atol=1e-6)
+    default = make_dm(tmp_path, image_size=24, in_chans=3)
+    assert not torch.allclose(next(iter(default.test_dataloader())).images[0], batch.images[0])
+    with pytest.raises(ValueError, match="std must be positive"):
+        make_dm(tmp_path, transform=TransformConfig(std=0.0))

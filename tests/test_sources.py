@@ -164,6 +164,20 @@ def test_manifest_sniffs_separator_and_bom(tmp_path: Path, sep: str) -> None:
     assert recs["s3"].images[0].path == str(tmp_path / "img/3.png")
 
 
+def test_manifest_gzipped_tsv(tmp_path: Path) -> None:
+    import gzip
+    import shutil
+
+    plain = write_manifest(tmp_path, sep="\t", bom=True)
+    with open(plain, "rb") as src, gzip.open(tmp_path / "m.tsv.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    plain.unlink()
+    recs, problems = load(CsvManifestSource("m", str(tmp_path / "m.tsv.gz")))
+    assert not problems.problems
+    assert len(recs) == 12 and recs["s3"].patient_id == "p1"
+    assert recs["s3"].images[0].path == str(tmp_path / "img/3.png")  # relative to the manifest's folder
+
+
 def test_manifest_patient_level_split_is_seeded(tmp_path: Path) -> None:
     rows = [{"image_path": f"img/{i}.png", "report": f"text {i}", "patient_id": f"p{i % 25}"} for i in range(200)]
     csv_path = write_manifest(tmp_path, rows, write_images=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
@@ -13,6 +14,7 @@ from cxr.data.image_cache import CachedImageLoader
 from cxr.data.records import Split, StudyRecord
 from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
 from cxr.data.sources.base import DatasetSource
+from cxr.data.transforms import TransformConfig
 from cxr.data.validation import (BadInputPolicy, DataValidationError, ImageCheck, Problem, ProblemLog,
                                  apply_policy, dedupe_problems, find_record_problems)
 
@@ -38,6 +40,9 @@ class CXRDataModule(LightningDataModule):
         eval_sources: held-out sources used only for validation/test (by their split).
         image_size: side of the square model input.
         in_chans: image channels given to the vision tower (the grey image is repeated).
+        transform: augmentation preset, normalisation mean/std, eval geometry and the (off by default)
+            horizontal flip; its ``image_size``/``in_chans`` are replaced by the two arguments above.
+            Default: :class:`~cxr.data.transforms.TransformConfig` defaults (medium, 0.5/0.25, pad).
         batch_size: training batch size (per device).
         eval_batch_size: validation/test/predict batch size; default ``batch_size``.
         num_workers: DataLoader workers.
@@ -66,6 +71,7 @@ class CXRDataModule(LightningDataModule):
         eval_sources: list[DatasetSource] | None = None,
         image_size: int = 224,
         in_chans: int = 1,
+        transform: TransformConfig | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
@@ -100,6 +106,9 @@ class CXRDataModule(LightningDataModule):
         self.train_weights = list(train_weights) if train_weights is not None else None
         self.image_size = image_size
         self.in_chans = in_chans
+        # One source of truth for the geometry: the model config sets image_size/in_chans here.
+        self.transform = replace(transform or TransformConfig(), image_size=image_size, in_chans=in_chans)
+        self.transform.build(train=True)  # a bad preset/mean/std fails at start-up, not at setup()
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -158,15 +167,13 @@ class CXRDataModule(LightningDataModule):
     def _dataset(self, split: Split) -> ImageTextDataset:
         split = Split(split)
         if split not in self._datasets:
-            from cxr.data.transforms import build_transform
-
             records = self.load_records()[split]
             train = split is Split.TRAIN
             items, no_image = build_items(records, train, self.view_policy, self.sampling, self.keep_lateral_only)
             if no_image:
                 log.info("%s: %d of %d studies have no image under view_policy=%s (left out)", split.value,
                          no_image, len(records), self.view_policy.value)
-            transform = build_transform(train=train, image_size=self.image_size, in_chans=self.in_chans)
+            transform = self.transform.build(train)
             self._datasets[split] = ImageTextDataset(records, items, self.image_loader, transform,
                                                      tagged_sections=self.tagged_sections,
                                                      text_shuffle_prob=self.text_shuffle_prob if train else 0.0)
