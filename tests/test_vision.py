@@ -50,7 +50,7 @@ def test_layer_decay_groups_and_no_decay_on_norms_biases_scale() -> None:
 
 
 def test_hub_weights_offline_fail_clearly(tmp_path, monkeypatch) -> None:
-    """``pretrained: true`` needs the timm hub; offline (and not cached) the error names the model and the fix."""
+    """``pretrained: true`` needs the timm hub; offline and uncached, the error names the model and the fix."""
     import huggingface_hub.constants as hf_constants
 
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)

@@ -246,7 +246,8 @@ class CLIPAlignModule(LightningModule):
             if missing:
                 parts.append(f"{len(missing)} trainable weights missing (e.g. {missing[:5]})")
             if unexpected:
-                parts.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[:5]}; was the checkpoint "
-                             f"trained with another text/vision tower, LoRA or loss kind?)")
-            raise RuntimeError(f"{type(self).__name__} checkpoint does not fit the model: " + "; ".join(parts))
+                parts.append(f"{len(unexpected)} unexpected weights (e.g. {unexpected[:5]}; was the "
+                             f"checkpoint trained with another text/vision tower, LoRA or loss kind?)")
+            name = type(self).__name__
+            raise RuntimeError(f"{name} checkpoint does not fit the model: " + "; ".join(parts))
         return _IncompatibleKeys(missing, unexpected)

@@ -86,11 +86,11 @@ class VisionTower(nn.Module):
         kwargs: dict = {"num_classes": 0, "in_chans": in_chans, "drop_path_rate": drop_path_rate}
         try:
             self.backbone = self._create(model_name, pretrained is True, image_size, kwargs)
-        except OSError as err:  # hub weights without network (HF_HUB_OFFLINE, no connection, not in the cache)
+        except OSError as err:  # hub weights without network (HF_HUB_OFFLINE, no connection, not cached)
             if pretrained is not True:
                 raise
-            raise OSError(f"timm hub weights of {model_name!r} are not available (offline or not cached): {err}. "
-                          f"Set pretrained to a local weights file (.safetensors / .pt) instead") from err
+            raise OSError(f"timm hub weights of {model_name!r} are not available (offline or not cached): "
+                          f"{err}. Set pretrained to a local weights file (.safetensors / .pt) instead") from err
         if isinstance(pretrained, str) and pretrained:
             self.load_backbone_weights(pretrained)
         if grad_checkpointing:
