@@ -139,6 +139,12 @@ def test_fingerprint_changes_with_weights_and_settings(tmp_path, tiny_llama) -> 
     sd[name] = sd[name] + 0.01
     save_file(sd, copy / "model.safetensors", metadata={"format": "pt"})
     assert TextTower(str(copy), use_cache=False, instruction=None).fingerprint() != base.fingerprint()
+    # an unmerged export keeps its LoRA weights in adapter/: a re-trained adapter is a different encoder
+    (copy / "adapter").mkdir()
+    save_file({"lora_A": torch.zeros(2, 4)}, copy / "adapter" / "adapter_model.safetensors")
+    with_adapter = TextTower(str(copy), use_cache=False, instruction=None).fingerprint()
+    save_file({"lora_A": torch.ones(2, 4)}, copy / "adapter" / "adapter_model.safetensors")
+    assert TextTower(str(copy), use_cache=False, instruction=None).fingerprint() != with_adapter
 
 
 def test_cache_with_lora_or_without_dir_is_refused(tiny_llama) -> None:

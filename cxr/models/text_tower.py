@@ -30,6 +30,8 @@ def encoder_files_fingerprint(path: str, settings: dict) -> str:
 
     Hashes the settings, every ``*.json`` in the folder and, per weight file, its size plus 64 evenly
     spaced 64 KiB samples (a changed fine-tune changes nearly every block; a full hash of 16 GB is slow).
+    Sub-folders count too: an unmerged export keeps its LoRA weights in ``adapter/`` next to an unchanged
+    base model, so a re-trained adapter must change the fingerprint. Names are relative to the folder.
     """
     h = hashlib.blake2b(digest_size=12)
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
@@ -37,13 +39,18 @@ def encoder_files_fingerprint(path: str, settings: dict) -> str:
     if not folder.is_dir():
         h.update(str(path).encode())  # a hub id: its name is all we know offline
         return h.hexdigest()
-    for f in sorted(folder.glob("*.json")):
-        h.update(f.name.encode())
+
+    def files(*patterns: str) -> list[tuple[str, Path]]:
+        found = {f.relative_to(folder).as_posix(): f for pattern in patterns for f in folder.rglob(pattern)
+                 if f.is_file()}
+        return sorted(found.items())
+
+    for name, f in files("*.json"):
+        h.update(name.encode())
         h.update(f.read_bytes())
-    weights = sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin"), *folder.glob("*.pt")])
-    for f in weights:
+    for name, f in files("*.safetensors", "*.bin", "*.pt"):
         size = f.stat().st_size
-        h.update(f"{f.name}:{size}".encode())
+        h.update(f"{name}:{size}".encode())
         with f.open("rb") as fh:
             for i in range(64):
                 fh.seek(size * i // 64)
