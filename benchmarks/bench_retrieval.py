@@ -102,7 +102,8 @@ def main() -> None:
     rows = []
     n = args.n_small
     rows.append(_run_sub("ours", n, args.dim, args.chunk, args.timeout))
-    need_gb = 8.1 * (n / 10000) ** 2 + 1  # measured ≈77 B per (query, candidate) entry (torchmetrics, docs/bench_retrieval.md)
+    # measured for torchmetrics: ≈77 B per (query, candidate) entry (docs/bench_retrieval.md)
+    need_gb = 8.1 * (n / 10000) ** 2 + 1
     if need_gb < 0.8 * _free_gb():
         rows.append(_run_sub("torchmetrics", n, args.dim, args.chunk, args.timeout))
     else:

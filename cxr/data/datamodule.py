@@ -140,11 +140,11 @@ class CXRDataModule(LightningDataModule):
             return self._records
         all_problems: list[Problem] = []
         kept: dict[str, list[StudyRecord]] = {}
+        cached = self.image_loader.cache if self.image_loader.cache is not None else ()
         for source in self.sources + self.eval_sources:
             problems = ProblemLog()
             records = source.load(problems)
             problems.raise_fatal(f"source {source.name!r}")
-            cached = self.image_loader.cache if self.image_loader.cache is not None else ()
             problems.extend(find_record_problems(records, f"source {source.name!r}", self.image_check, cached))
             found = dedupe_problems(problems.problems)
             all_problems.extend(found)

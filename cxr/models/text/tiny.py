@@ -195,7 +195,9 @@ def build_tiny_model(family: str | TinyFamily, out_dir: str | Path, *, hidden_si
                       max_position_embeddings=max_position_embeddings, pad_token_id=tok.pad_token_id,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
     if decoder:
-        cfg.is_causal = False  # persisted: the encoder is bidirectional wherever it is loaded (transformers 5 reads is_causal from the config)
+        # Persisted: transformers 5 reads is_causal from the config, so the encoder is bidirectional wherever it
+        # is loaded.
+        cfg.is_causal = False
     torch.manual_seed(seed)
     auto = AutoModelForCausalLM if decoder else AutoModelForMaskedLM
     model = auto.from_config(cfg)
