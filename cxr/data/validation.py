@@ -54,6 +54,7 @@ class ProblemKind(str, Enum):
     EMPTY_PATH = "empty image path"
     BAD_ROW = "bad row"
     NO_USABLE_IMAGE = "no usable image"
+    MALFORMED_FILE = "malformed file"  # one study's own file (e.g. an Open-I XML report) cannot be parsed
 
 
 #: Problems that make the whole source unusable: never skippable, raised at start-up.

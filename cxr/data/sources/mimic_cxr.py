@@ -6,15 +6,16 @@ Paths are built from ids (``files/p{subject[:2]}/p{subject}/s{study}/{dicom_id}.
 
 from __future__ import annotations
 
+import tarfile
 import zipfile
 from enum import Enum
 from pathlib import Path
 
-from cxr.data.records import ImageRef, Split, StudyRecord, ViewPosition
+from cxr.data.records import ImageRef, StudyRecord, ViewPosition
 from cxr.data.sections import mimic_report_sections
 from cxr.data.sources.base import DatasetSource, clean_id, parse_labels, parse_split, parse_view
 from cxr.data.sources.tables import find_table, missing_columns, read_header, read_table
-from cxr.data.validation import ProblemKind, ProblemLog
+from cxr.data.validation import DataValidationError, Problem, ProblemKind, ProblemLog
 from cxr.labels import CHEXPERT_OBSERVATIONS, empty_labels
 
 SPLIT_STEM = "mimic-cxr-2.0.0-split"
@@ -60,7 +61,8 @@ class MimicCxrSource(DatasetSource):
         reports_dir: where ``files/pXX/pNNN/sNNN.txt`` lives (the DICOM release root, or a folder where
             ``mimic-cxr-reports.zip`` was extracted); ``mimic-cxr-reports/files`` below it is found too;
             default ``root``.
-        reports_zip: read reports from ``mimic-cxr-reports.zip`` instead of a directory.
+        reports_zip: read reports from the archive ``mimic-cxr-reports.zip`` (or ``mimic-cxr-reports.tar.gz`` /
+            ``.tgz`` / ``.tar``, told apart by the name) instead of a directory.
         image_format: ``jpg`` (MIMIC-CXR-JPG) or ``dcm`` (MIMIC-CXR DICOM).
         labels: ``chexpert``, ``negbio`` or ``none``.
         label_file: an explicit label CSV (e.g. ``mimic-cxr-2.1.0-test-set-labeled.csv``), overriding
@@ -124,7 +126,7 @@ class MimicCxrSource(DatasetSource):
             problems.add(ProblemKind.MISSING_FILE, str(self.root / "files"), "image folder files/ not found")
         if self.reports_zip is not None:
             if not self.reports_zip.is_file():
-                problems.add(ProblemKind.MISSING_FILE, str(self.reports_zip), "reports zip not found")
+                problems.add(ProblemKind.MISSING_FILE, str(self.reports_zip), "reports archive not found")
         elif not self._reports_files_dir().is_dir():
             problems.add(ProblemKind.MISSING_FILE, str(self._reports_files_dir()),
                          "report folder not found (set reports_dir or reports_zip)")
@@ -159,7 +161,12 @@ class MimicCxrSource(DatasetSource):
         studies = self._read_split(split_path, views, problems)
         labels = self._read_labels(problems)
         records = []
-        reader = _ReportReader(self._reports_files_dir().parent, self.reports_zip)
+        wanted = {self.report_member(subject, study) for subject, study in studies}
+        try:
+            reader = _ReportReader(self._reports_files_dir().parent, self.reports_zip, wanted)
+        except (OSError, EOFError, tarfile.TarError, zipfile.BadZipFile) as err:
+            bad = Problem(ProblemKind.MALFORMED_FILE, str(self.reports_zip), f"unreadable report archive ({err})")
+            raise DataValidationError([bad], f"source {self.name!r}") from None
         try:
             for (subject, study), st in studies.items():
                 key = f"{self.name}:{study}"
@@ -245,25 +252,59 @@ class MimicCxrSource(DatasetSource):
         return out
 
 
-class _ReportReader:
-    """Reads ``files/pXX/pNNN/sNNN.txt`` from a directory or from ``mimic-cxr-reports.zip``."""
+def is_tar_archive(path: Path) -> bool:
+    """True for ``.tar``, ``.tar.gz`` and ``.tgz`` names (``mimic-cxr-reports.tar.gz``); zip otherwise."""
+    name = path.name.lower()
+    return name.endswith((".tar", ".tar.gz", ".tgz"))
 
-    def __init__(self, directory: Path, zip_path: Path | None) -> None:
+
+def _files_tail(name: str) -> str | None:
+    """``files/p10/...`` from a member name, tolerating an extra leading folder (``mimic-cxr-reports/files/...``)."""
+    idx = name.find("files/")
+    return name[idx:] if idx != -1 else None
+
+
+class _ReportReader:
+    """Reads ``files/pXX/pNNN/sNNN.txt`` from a directory, ``mimic-cxr-reports.zip`` or ``mimic-cxr-reports.tar.gz``.
+
+    A gzipped tar cannot be read member by member without decompressing from the start each time, so it is
+    streamed once and only the ``wanted`` members are kept in memory.
+    """
+
+    def __init__(self, directory: Path, archive: Path | None, wanted: set[str] | None = None) -> None:
         self.directory = directory
-        self.zip_path = zip_path
-        self._zip = zipfile.ZipFile(zip_path) if zip_path is not None else None
+        self.zip_path = archive
+        self._zip = None
         self._names: dict[str, str] = {}
-        if self._zip is not None:
-            # Members are "files/p10/..."; tolerate an extra leading folder by keying on the "files/..." tail.
+        self._tar_texts: dict[str, bytes] | None = None
+        if archive is not None and is_tar_archive(archive):
+            self._tar_texts = self._read_tar(archive, wanted)
+        elif archive is not None:
+            self._zip = zipfile.ZipFile(archive)
             for name in self._zip.namelist():
-                idx = name.find("files/")
-                if idx != -1:
-                    self._names[name[idx:]] = name
+                tail = _files_tail(name)
+                if tail is not None:
+                    self._names[tail] = name
+
+    @staticmethod
+    def _read_tar(archive: Path, wanted: set[str] | None) -> dict[str, bytes]:
+        out: dict[str, bytes] = {}
+        with tarfile.open(archive, mode="r:*") as tar:
+            for member in tar:  # sequential: one pass over the compressed stream
+                tail = _files_tail(member.name)
+                if member.isfile() and tail is not None and (wanted is None or tail in wanted):
+                    fh = tar.extractfile(member)
+                    if fh is not None:
+                        out[tail] = fh.read()
+        return out
 
     def where(self, member: str) -> str:
-        return f"{self.zip_path}:{member}" if self._zip is not None else str(self.directory / member)
+        return f"{self.zip_path}:{member}" if self.zip_path is not None else str(self.directory / member)
 
     def read(self, member: str) -> str | None:
+        if self._tar_texts is not None:
+            data = self._tar_texts.get(member)
+            return None if data is None else data.decode("utf-8", errors="replace")
         if self._zip is not None:
             name = self._names.get(member)
             return None if name is None else self._zip.read(name).decode("utf-8", errors="replace")
@@ -273,5 +314,3 @@ class _ReportReader:
     def close(self) -> None:
         if self._zip is not None:
             self._zip.close()
-
-

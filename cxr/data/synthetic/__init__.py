@@ -54,6 +54,12 @@ def write_synthetic_dataset(out_dir: str | Path, layout: Layout | str, num_studi
     elif layout is Layout.CHEXPERT_PLUS:
         from cxr.data.synthetic.layouts.chexpert_plus import write_chexpert_plus_layout
         truth = write_chexpert_plus_layout(out, studies, image_size, seed=seed, png16_fraction=png16_fraction)
+    elif layout in (Layout.OPENI_XML, Layout.OPENI_XML_DICOM):
+        from cxr.data.synthetic.layouts.openi_xml import write_openi_xml_layout
+        truth = write_openi_xml_layout(out, studies, image_size, dicom=layout is Layout.OPENI_XML_DICOM)
+    elif layout is Layout.IU_XRAY:
+        from cxr.data.synthetic.layouts.iu_xray import write_iu_xray_layout
+        truth = write_iu_xray_layout(out, studies, image_size)
     else:
         from cxr.data.synthetic.layouts.openi import write_openi_layout
         truth = write_openi_layout(out, studies, image_size)

@@ -13,3 +13,6 @@ class Layout(str, Enum):
     MIMIC_CXR_DICOM = "mimic-cxr-dicom"
     CHEXPERT_PLUS = "chexpert-plus"
     OPENI = "openi"
+    OPENI_XML = "openi-xml"
+    OPENI_XML_DICOM = "openi-xml-dicom"
+    IU_XRAY = "iu-xray"
