@@ -102,3 +102,34 @@ def test_eval_cli_rejects_missing_spec(trained_checkpoint, tmp_path):
     ckpt, _, _ = trained_checkpoint
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         main(["--checkpoint", str(ckpt), "--out", str(tmp_path), "--data", f"X={tmp_path / 'nope.yaml'}"])
+
+
+@pytest.mark.slow
+def test_eval_cli_judge_adds_green_column(trained_checkpoint, tmp_path, capsys):
+    """``--judge URL``: every top-1 pair is sent (reference = ground truth, candidate = retrieved report) and the
+    mean GREEN lands in the i2t row; the fake judge matches 1 finding when the reports are equal, else 1 error."""
+    from _fake_judge import FakeJudge, FakeJudgeServer
+
+    from cxr.evaluation.cli import main
+
+    def same_or_not(reference: str, candidate: str) -> str:
+        if reference == candidate:
+            return "[Clinically Significant Errors]:\n(a) x: 0.\n\n[Matched Findings]:\n1. same."
+        return "[Clinically Significant Errors]:\n(a) x: 1. wrong.\n\n[Matched Findings]:\n0."
+
+    ckpt, spec_a, _ = trained_checkpoint
+    out = tmp_path / "eval"
+    with FakeJudgeServer(FakeJudge(answer=same_or_not)) as server:
+        assert main(["--checkpoint", str(ckpt), "--out", str(out), "--data", f"A={spec_a}", "--judge", server.url,
+                     "--judge-workers", "2"]) == 0
+        sent = len(server.state.requests)
+    top1 = [json.loads(line) for line in (out / "top1_A.jsonl").read_text().splitlines()]
+    assert sent == len(top1) == 20
+    expected = sum(r["ground_truth_report"] == r["retrieved_report"] for r in top1) / len(top1)
+    with open(out / "results.csv") as fh:
+        rows = {r["direction"]: r for r in csv.DictReader(fh)}
+    assert float(rows["i2t"]["GREEN"]) == pytest.approx(expected) and float(rows["i2t"]["GREEN_n"]) == 20
+    assert rows["t2i"]["GREEN"] == ""
+    judged = [json.loads(line) for line in (out / "judge_A.jsonl").read_text().splitlines()]
+    assert sorted(r["pair_id"] for r in judged) == sorted(f"A:{r['query_study_key']}" for r in top1)
+    assert "GREEN" in capsys.readouterr().out

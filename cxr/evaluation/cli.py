@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zero-shot", action="store_true",
                    help="also zero-shot AUROC per observation from '<finding> is present' / 'there is no "
                         "<finding>' prompt pairs (observations with both classes in a dataset only)")
+    p.add_argument("--judge", metavar="URL", default=None,
+                   help="score each top-1 retrieved report against the ground truth with GREEN through this "
+                        "OpenAI-compatible endpoint (e.g. http://127.0.0.1:8000/v1); adds a GREEN column and "
+                        "writes judge_<dataset>.jsonl (resumable). A bearer token is read from $CXR_JUDGE_API_KEY")
+    p.add_argument("--judge-model", default="StanfordAIMI/GREEN-RadLlama2-7b", help="model name sent to the judge")
+    p.add_argument("--judge-workers", type=int, default=4, help="judge requests in flight at most")
     return p
 
 
@@ -78,11 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     datamodules = {s.name: build_eval_datamodule(s, **overrides) for s in specs}
     results = evaluate_datasets(model, datamodules, options)
     out = Path(args.out)
+    if args.judge:
+        from cxr.evaluation.judge import JudgeConfig, judge_results
+
+        judge_results(results, out, JudgeConfig(args.judge, model=args.judge_model, workers=args.judge_workers))
     settings = {"checkpoint": Path(args.checkpoint).name, "split": options.split.value,
                 "protocol": options.protocol.value, "duplicate_texts_correct": options.duplicate_texts_correct,
                 "tie_rule": options.tie_rule.value, "uncertain_policy": options.uncertain_policy.value,
                 "exclude_support_devices": options.exclude_support_devices, "ks": list(options.ks),
-                "zero_shot": options.zero_shot}
+                "zero_shot": options.zero_shot, "judge_model": args.judge_model if args.judge else None}
     paths = write_results(results, out, settings)
     if not args.no_dump:
         for r in results:
