@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.cli import ArgsType, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+
+log = logging.getLogger(__name__)
 
 
 class CXRLightningCLI(LightningCLI):
-    """LightningCLI in subclass mode: any cxr LightningModule / DataModule can be named in a config."""
+    """LightningCLI in subclass mode: any cxr LightningModule / DataModule can be named in a config.
+
+    ``--ckpt_path`` is always read with ``torch.load(weights_only=True)``: a checkpoint holding arbitrary pickled
+    objects is refused instead of executed (torch's own default depends on its version, Lightning's on the path).
+    """
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, {}):
+            parser.set_defaults(weights_only=True)
+        return parser
+
+    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict[str, Any]:
+        kwargs = super()._prepare_subcommand_kwargs(subcommand)
+        if "weights_only" in self._subcommand_method_arguments.get(subcommand, {}):
+            if kwargs.get("weights_only") is False:
+                raise ValueError("weights_only=false is refused: checkpoints are loaded with weights_only=True "
+                                 "only (an unpickled checkpoint can run arbitrary code)")
+            kwargs["weights_only"] = True
+        return kwargs
+
+    def before_fit(self) -> None:
+        _warn_on_stale_last(self.trainer)
+
+
+def _warn_on_stale_last(trainer) -> None:
+    """Lightning's ModelCheckpoint(monitor=..., save_last=True) only refreshes last.ckpt when the metric improves."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    for cb in trainer.checkpoint_callbacks:
+        if type(cb) is ModelCheckpoint and cb.save_last and cb.monitor:
+            log.warning("ModelCheckpoint(monitor=%r, save_last=True) rewrites last.ckpt only when the metric "
+                        "improves; use cxr.callbacks.checkpoint.LatestCheckpoint so last.ckpt is the latest state",
+                        cb.monitor)
 
 
 def cli_main(args: ArgsType = None, run: bool = True) -> CXRLightningCLI:

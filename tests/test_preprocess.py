@@ -161,3 +161,66 @@ def test_cli_with_csv_manifest(tmp_path, capsys):
     code = main(["--src-root", str(tmp_path / "src"), "--out", str(tmp_path / "cache"), "--size", str(SIZE),
                  "--manifest", str(tmp_path / "m2.txt")])
     assert code != 0
+
+
+def test_manifest_listing_a_file_twice_converts_it_once_with_a_count(tmp_path, capsys):
+    make_tree(tmp_path / "src")
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("p10/s1/a.dcm\np11/s3/c.jpg\np10/s1/a.dcm\np11/s3/../s3/c.jpg\n")
+    for fmt in CacheFormat:
+        out = tmp_path / f"cache-{fmt.value}"
+        code = main(["--src-root", str(tmp_path / "src"), "--out", str(out), "--size", str(SIZE),
+                     "--manifest", str(manifest), "--workers", "1", "--format", fmt.value])
+        printed = capsys.readouterr().out
+        assert code == 0, printed
+        assert "converted 2" in printed and "2 duplicate manifest entries ignored" in printed
+    assert (tmp_path / "cache-npy-memmap/images.u8").stat().st_size == 2 * SIZE * SIZE  # no wasted row
+
+
+def test_memmap_checks_free_space_before_converting(tmp_path, monkeypatch):
+    import cxr.data.preprocess as pre
+
+    make_tree(tmp_path / "src")
+    real = shutil.disk_usage
+    monkeypatch.setattr(pre.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=3 * SIZE * SIZE))  # room for 3 of the 4 images
+    with pytest.raises(pre.CacheWriteError, match=r"not enough free space for .*images\.u8: 4 images"):
+        preprocess(tmp_path / "src", tmp_path / "mm", size=SIZE, fmt=CacheFormat.NPY_MEMMAP, pattern="**/*")
+    assert not (tmp_path / "mm/images.u8").exists()
+
+
+_LIMITED_RUN = """
+import resource, sys
+from cxr.data.preprocess import main
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_memmap_disk_full_mid_run_is_a_clear_error_and_the_cache_stays_consistent(tmp_path):
+    """A real write failure (the file-size limit makes write() fail with EFBIG, as a full disk gives ENOSPC):
+    the old memory-mapped writer died with SIGBUS; now the run names the file, keeps and indexes the rows
+    written so far, and a later run converts only the rest."""
+    import subprocess
+    import sys
+
+    make_tree(tmp_path / "src")
+    frame = SIZE * SIZE
+    args = ["--src-root", str(tmp_path / "src"), "--out", str(tmp_path / "mm"), "--size", str(SIZE),
+            "--format", "npy-memmap", "--glob", "**/*", "--workers", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    done = subprocess.run([sys.executable, "-c", _LIMITED_RUN, str(2 * frame + frame // 2), *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, (done.returncode, done.stderr[-2000:])  # an error exit, not a signal
+    assert "images.u8 failed at image 3 of 4" in done.stderr and "File too large" in done.stderr
+    assert "the 2 images written before are kept" in done.stderr
+    assert (tmp_path / "mm/images.u8").stat().st_size == 2 * frame  # the partial third row is cut off
+    cache = ImageCache(tmp_path / "mm")
+    assert len(cache._index) == 2
+    for rel in cache._index:
+        np.testing.assert_allclose(cache.load(rel), expected(tmp_path / "src" / rel), atol=1e-6)
+    report = preprocess(tmp_path / "src", tmp_path / "mm", size=SIZE, fmt=CacheFormat.NPY_MEMMAP, pattern="**/*")
+    assert (report.converted, report.up_to_date) == (2, 2)
+    cache = ImageCache(tmp_path / "mm")
+    for rel in ("p10/s1/a.dcm", "p10/s2/1.2.840.99", "p11/s3/b.png", "p11/s3/c.jpg"):
+        np.testing.assert_allclose(cache.load(rel), expected(tmp_path / "src" / rel), atol=1e-6)

@@ -90,7 +90,11 @@ def load_memmap_index(cache_dir: Path) -> dict[str, MemmapEntry]:
 
 def save_memmap_index(cache_dir: Path, index: dict[str, MemmapEntry]) -> None:
     tmp = cache_dir / (INDEX_NAME + ".tmp")
-    tmp.write_text(json.dumps({rel: asdict(e) for rel, e in sorted(index.items())}))
+    try:
+        tmp.write_text(json.dumps({rel: asdict(e) for rel, e in sorted(index.items())}))
+    except OSError:
+        tmp.unlink(missing_ok=True)  # e.g. disk full: no half-written file left behind
+        raise
     os.replace(tmp, cache_dir / INDEX_NAME)  # atomic: an interrupted run keeps the old index
 
 

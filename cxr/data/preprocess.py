@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import errno
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import sys
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -28,6 +30,7 @@ import numpy as np
 
 from cxr.data.image_cache import (
     ARRAY_NAME,
+    INDEX_NAME,
     CacheConfig,
     CacheFormat,
     MemmapEntry,
@@ -63,6 +66,7 @@ class PreprocessReport:
 
     converted: int = 0
     up_to_date: int = 0
+    duplicates: int = 0  # manifest entries naming a file already listed (converted once)
     errors: list[FileError] = field(default_factory=list)
 
     @property
@@ -74,7 +78,12 @@ class PreprocessReport:
 
     def summary(self) -> str:
         text = f"converted {self.converted}, up to date {self.up_to_date}, failed {self.failed}"
-        return text + (f" {self.by_defect()}" if self.errors else "")
+        text += f" {self.by_defect()}" if self.errors else ""
+        return text + (f", {self.duplicates} duplicate manifest entries ignored" if self.duplicates else "")
+
+
+class CacheWriteError(OSError):
+    """Writing the cache failed (disk full, quota, read-only...). What was written before stays usable."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,8 @@ def resize_longest(image: np.ndarray, size: int) -> np.ndarray:
 def collect_sources(src_root: Path, manifest: Path | None = None, pattern: str | None = None,
                     exclude: Path | None = None) -> list[Path]:
     """Source files: the manifest's paths (one per line, or a CSV ``path`` column), else ``pattern``
-    matches (default: every file with an image suffix), sorted; ``exclude`` (the output) is skipped."""
+    matches (default: every file with an image suffix), sorted; ``exclude`` (the output) is skipped.
+    A manifest may list a file more than once: see :func:`unique_sources`."""
     if manifest is not None:
         paths = [src_root / p if not Path(p).is_absolute() else Path(p) for p in _read_manifest(manifest)]
     else:
@@ -118,6 +128,22 @@ def collect_sources(src_root: Path, manifest: Path | None = None, pattern: str |
         exclude = exclude.resolve()
         paths = [p for p in paths if exclude not in p.resolve().parents]
     return paths
+
+
+def unique_sources(paths: Sequence[Path]) -> tuple[list[Path], int]:
+    """``paths`` without repeats (first occurrence kept, order kept) and how many repeats were dropped.
+
+    Spellings of one file (``a/./b.dcm``, ``a/x/../b.dcm``) count as the same file: converting it twice would
+    only collide in the PNG tree or waste a memmap row.
+    """
+    seen: set[str] = set()
+    out: list[Path] = []
+    for path in paths:
+        key = os.path.normpath(os.path.abspath(path))
+        if key not in seen:
+            seen.add(key)
+            out.append(path)
+    return out, len(paths) - len(out)
 
 
 def _is_image_candidate(path: Path) -> bool:
@@ -146,8 +172,10 @@ def _work(task: _Task) -> _Result:
     out = Path(task.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.png")
-    if not cv2.imwrite(str(tmp), pixels):
-        raise OSError(f"could not write {tmp}")
+    if not cv2.imwrite(str(tmp), pixels):  # OpenCV returns False on ENOSPC/EACCES without saying which
+        tmp.unlink(missing_ok=True)
+        raise CacheWriteError(errno.EIO, f"could not write {out} (disk full or directory not writable?); "
+                              "the files written before are complete (re-run to resume)")
     os.replace(tmp, out)  # atomic: an interrupted run never leaves a half-written PNG
     return _Result(task.rel)
 
@@ -184,11 +212,15 @@ def preprocess(
             raise ValueError(f"{out} already holds a cache built with {existing}; requested {config}. "
                              "Use another --out directory.")
     config.save(out)
-    sources = collect_sources(src_root, Path(manifest) if manifest else None, pattern, exclude=out)
-    report = PreprocessReport()
+    sources, duplicates = unique_sources(collect_sources(src_root, Path(manifest) if manifest else None,
+                                                         pattern, exclude=out))
+    report = PreprocessReport(duplicates=duplicates)
+    if duplicates:
+        log.warning("%d manifest entries name a file listed before; each file is converted once", duplicates)
     index = load_memmap_index(out) if fmt is CacheFormat.NPY_MEMMAP else {}
     tasks: list[_Task] = []
     for src in sources:
+        src = Path(os.path.normpath(src))
         rel = src.relative_to(src_root).as_posix() if src.is_relative_to(src_root) else None
         if rel is None:
             raise ValueError(f"{src} is not under --src-root {src_root}")
@@ -219,34 +251,75 @@ def preprocess(
 
 def _fill_memmap(out: Path, size: int, tasks: list[_Task], index: dict[str, MemmapEntry], workers: int,
                  report: PreprocessReport, on_error: ErrorPolicy, src_root: Path) -> None:
+    """Append the converted images to ``images.u8`` row by row with ordinary writes.
+
+    Rows are written with ``pwrite``, not through a memory map: a full disk then raises ``ENOSPC`` (a
+    :class:`CacheWriteError` naming the file) instead of killing the process with SIGBUS. The index is saved
+    every few hundred rows and, whatever happens, at the end with exactly the rows written; the file is cut
+    back to those rows, so an interrupted or failed run leaves a consistent cache that the next run resumes.
+    """
     path = out / ARRAY_NAME
     frame = size * size
-    used = max((e.row for e in index.values()), default=-1) + 1
     if not tasks:
         return
-    with open(path, "ab") as fh:  # grow once for the worst case; trimmed to what was used below
-        fh.truncate((used + len(tasks)) * frame)
-    array = np.memmap(path, dtype=np.uint8, mode="r+", shape=(used + len(tasks), size, size))
-    next_row = used
+    used = max((e.row for e in index.values()), default=-1) + 1
+    _check_free_space(path, len(tasks) * frame, len(tasks), size)
+    next_row, written = used, 0
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         for n, result in enumerate(_results(tasks, workers), start=1):
             if not _count(report, result, on_error, src_root):
                 continue
             h, w = result.pixels.shape
-            array[next_row] = 0
-            array[next_row, :h, :w] = result.pixels
+            row = np.zeros((size, size), dtype=np.uint8)
+            row[:h, :w] = result.pixels
+            try:
+                _pwrite_all(fd, row.tobytes(), next_row * frame)
+            except OSError as exc:
+                report.converted -= 1  # counted by _count, but not stored
+                raise CacheWriteError(exc.errno, f"writing {path} failed at image {next_row - used + 1} of "
+                                      f"{len(tasks)} ({result.rel}): {exc.strerror or exc}; the {written} images "
+                                      f"written before are kept and indexed (re-run to resume once there is "
+                                      f"space)") from exc
             stat = (src_root / result.rel).stat()
             index[result.rel] = MemmapEntry(next_row, h, w, stat.st_mtime_ns, stat.st_size)
-            next_row += 1
+            next_row, written = next_row + 1, written + 1
             if n % _INDEX_SAVE_EVERY == 0:
-                array.flush()
+                os.fsync(fd)  # rows reach the disk before an index that points at them
                 save_memmap_index(out, index)
     finally:
-        array.flush()
-        del array
+        _close_memmap(fd, out, index, next_row * frame)
+
+
+def _close_memmap(fd: int, out: Path, index: dict[str, MemmapEntry], length: int) -> None:
+    """Cut the file to the rows written and save the index; a failure here keeps the previous index."""
+    try:
+        os.ftruncate(fd, length)  # drops a partly written row; never grows the file
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
         save_memmap_index(out, index)
-        with open(path, "r+b") as fh:
-            fh.truncate(next_row * frame)
+    except OSError as exc:  # e.g. still no space for index.json: the old index only names older rows
+        log.error("could not save %s (%s); the previous index stays valid", out / INDEX_NAME, exc)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view, offset = view[n:], offset + n
+
+
+def _check_free_space(path: Path, needed: int, n_images: int, size: int) -> None:
+    """Fail before converting anything when the disk cannot hold the worst case (every image converted)."""
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise CacheWriteError(errno.ENOSPC, f"not enough free space for {path}: {n_images} images at "
+                              f"{size}x{size} need {needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB free "
+                              f"on that disk (free some space, use a smaller --size or another --out)")
 
 
 def _count(report: PreprocessReport, result: _Result, on_error: ErrorPolicy, src_root: Path) -> bool:
@@ -302,7 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         report = preprocess(args.src_root, args.out, size=args.size, fmt=CacheFormat(args.format),
                             workers=args.workers, manifest=args.manifest, pattern=args.pattern,
                             on_error=ErrorPolicy(args.on_error))
-    except (ImageDecodeError, ValueError, FileNotFoundError) as exc:
+    except (ImageDecodeError, ValueError, OSError) as exc:  # OSError: FileNotFoundError, CacheWriteError, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(report.summary())
