@@ -5,8 +5,10 @@
 ground truth ``<out_dir>/synthetic_truth.jsonl`` (:mod:`.truth`). Command line: ``python -m cxr.data.synthetic``.
 
 Options: ``split_fractions`` (a :class:`SplitFractions` or a (train, val, test) tuple),
-``hospital_fraction`` (share of terse impression-only reports, default 0.15), ``gzip`` (MIMIC layouts, default
-True) and ``png16_fraction`` (CheXpert-Plus, default 0.2).
+``hospital_fraction`` (share of terse impression-only reports, default 0.15), ``report_styles`` (``legacy``, the
+default, or ``realistic``: the nine real-report styles of :mod:`.realistic`, every sentence with its facts),
+``gzip`` (MIMIC layouts, default True) and ``png16_fraction`` (CheXpert-Plus, default 0.2). A text-only corpus of
+realistic reports (no images): ``python -m cxr.data.synthetic.corpus`` (:mod:`.corpus`).
 """
 
 from __future__ import annotations
@@ -15,17 +17,24 @@ from pathlib import Path
 
 from cxr.data.synthetic.layouts import Layout
 from cxr.data.synthetic.truth import TruthRecord, TruthView, load_synthetic_truth, write_truth
-from cxr.data.synthetic.world import SplitFractions, SyntheticStudy, SyntheticView, sample_world
+from cxr.data.synthetic.world import (
+    ReportStyleMix,
+    SplitFractions,
+    SyntheticStudy,
+    SyntheticView,
+    sample_world,
+)
 
-__all__ = ["Layout", "SplitFractions", "SyntheticStudy", "SyntheticView", "TruthRecord", "TruthView",
-           "load_synthetic_truth", "sample_world", "write_synthetic_dataset"]
+__all__ = ["Layout", "ReportStyleMix", "SplitFractions", "SyntheticStudy", "SyntheticView", "TruthRecord",
+           "TruthView", "load_synthetic_truth", "sample_world", "write_synthetic_dataset"]
 
 
 def write_synthetic_dataset(out_dir: str | Path, layout: Layout | str, num_studies: int, seed: int = 0,
                             image_size: int = 256, *,
                             split_fractions: SplitFractions | tuple[float, float, float] | None = None,
                             hospital_fraction: float = 0.15, gzip: bool = True,
-                            png16_fraction: float = 0.2) -> list[SyntheticStudy]:
+                            png16_fraction: float = 0.2,
+                            report_styles: ReportStyleMix | str = ReportStyleMix.LEGACY) -> list[SyntheticStudy]:
     """Write ``num_studies`` synthetic studies to ``out_dir`` in ``layout``; returns the sampled studies.
 
     The same arguments always give byte-identical files. Layout-specific options that do not apply to
@@ -39,7 +48,7 @@ def write_synthetic_dataset(out_dir: str | Path, layout: Layout | str, num_studi
     if isinstance(split_fractions, (tuple, list)):
         split_fractions = SplitFractions(*split_fractions)
     studies = sample_world(num_studies, seed=seed, split_fractions=split_fractions,
-                           hospital_fraction=hospital_fraction)
+                           hospital_fraction=hospital_fraction, report_styles=report_styles)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if layout is Layout.CSV:

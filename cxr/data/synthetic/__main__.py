@@ -24,10 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-studies", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--report-styles", default="legacy", choices=["legacy", "realistic"],
+                        help="legacy: the original three report styles; realistic: nine real-report styles")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     studies = write_synthetic_dataset(args.out, args.layout, args.num_studies, seed=args.seed,
-                                      image_size=args.image_size)
+                                      image_size=args.image_size, report_styles=args.report_styles)
     elapsed = time.perf_counter() - start
     n_images = sum(len(s.views) for s in studies)
     print(f"wrote {len(studies)} studies / {n_images} images ({args.layout}, {args.image_size}px) "

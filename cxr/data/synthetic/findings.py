@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from cxr.labels import LabelState
+from cxr.reports.facts import Fact
 
 
 class Laterality(str, Enum):
@@ -65,6 +66,14 @@ class ReportStyle(str, Enum):
     STRUCTURED = "structured"  # FINDINGS + IMPRESSION, full sentences (MIMIC-like)
     IMPRESSION_ONLY = "impression_only"  # IMPRESSION only, full sentences
     HOSPITAL = "hospital"  # IMPRESSION only, terse and abbreviation-heavy ("B/L PLEFF, small. No PTX.")
+    # Realistic styles (cxr.data.synthetic.realistic; used when a world is sampled with realistic reports):
+    MIMIC = "mimic"  # FINDINGS + IMPRESSION, "___", comparison lines, measurements, some numbered impressions
+    OPENI = "openi"  # IU/Open-I: "XXXX" de-identification, "No A, B, or C." lists, "No active disease."
+    NUMBERED = "numbered"  # impression as a numbered list ("1. ... 2. ..." or "1) ... 2) ...", some without periods)
+    BULLETED = "bulleted"  # impression as a dash/asterisk list
+    TEMPLATED = "templated"  # findings under ALL-CAPS organ headers ("LUNGS: Clear. PLEURA: ...")
+    FINDINGS_ONLY = "findings_only"  # FINDINGS only, no impression
+    FOLLOWUP = "followup"  # comparison-led, abnormal findings worded stable/unchanged/again seen/redemonstrated
 
 
 class Section(str, Enum):
@@ -111,8 +120,13 @@ class PlacedDevice:
 
 @dataclass(frozen=True)
 class Mention:
-    """One sentence of the generated report and the label states it asserts (for the consistency checks)."""
+    """One sentence of the generated report, the label states it asserts and (realistic styles) its facts.
+
+    ``facts`` lists what the sentence states, attribute by attribute (see :mod:`cxr.reports.facts`); it is empty
+    for the original three styles, whose sentences carry label states only.
+    """
 
     section: Section
     sentence: str
     states: tuple[tuple[str, LabelState], ...]
+    facts: tuple[Fact, ...] = ()

@@ -40,7 +40,7 @@ class ReportText:
     """A generated report: sections, the assembled text, and the mentions the labels come from."""
 
     findings: str | None
-    impression: str
+    impression: str | None  # None only for findings-only reports (realistic styles)
     full_text: str
     mentions: tuple[Mention, ...]
 

@@ -10,6 +10,7 @@ report says, so text and labels always agree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 
@@ -17,8 +18,23 @@ from cxr.data.records import Split, ViewPosition
 from cxr.data.synthetic.findings import (
     Device, Finding, Laterality, Mention, PlacedDevice, ReportStyle, Severity, Zone,
 )
+from cxr.data.synthetic.realistic import REALISTIC_STYLES, write_realistic_report
 from cxr.data.synthetic.reports import ReportText, labels_from_mentions, write_report
 from cxr.labels import LabelState
+
+
+class ReportStyleMix(str, Enum):
+    """Which report styles a world is written in.
+
+    ``legacy``: the original three styles (structured, impression-only, terse hospital; the default, so existing
+    worlds and the demo stay byte-identical). ``realistic``: the nine styles of
+    :data:`~cxr.data.synthetic.realistic.REALISTIC_STYLES` (numbered/bulleted impressions, ``XXXX`` and ``___``,
+    comparison lines, stable/unchanged findings, negation lists, measurements, organ headers, findings-only),
+    every sentence with its facts.
+    """
+
+    LEGACY = "legacy"
+    REALISTIC = "realistic"
 
 
 @dataclass(frozen=True)
@@ -75,7 +91,7 @@ class SyntheticStudy:
     findings: dict[str, Finding]
     devices: tuple[PlacedDevice, ...]
     findings_text: str | None
-    impression_text: str
+    impression_text: str | None  # None only for findings-only reports (realistic styles)
     report_text: str
     style: ReportStyle
     portable: bool
@@ -258,15 +274,26 @@ def _style(rng: np.random.Generator, hospital_fraction: float) -> ReportStyle:
     return ReportStyle.STRUCTURED
 
 
+def _realistic_style(rng: np.random.Generator) -> ReportStyle:
+    styles = tuple(REALISTIC_STYLES)
+    return _pick(rng, styles, tuple(REALISTIC_STYLES[s] for s in styles))
+
+
 def sample_study(rng: np.random.Generator, *, study_id: str, patient_id: str, patient_index: int,
                  study_order: int, split: Split, anatomy: PatientAnatomy,
-                 hospital_fraction: float = 0.15) -> SyntheticStudy:
-    """Sample one study: projection, views, findings, devices, report and labels."""
+                 hospital_fraction: float = 0.15,
+                 report_styles: ReportStyleMix = ReportStyleMix.LEGACY) -> SyntheticStudy:
+    """Sample one study: projection, views, findings, devices, report and labels.
+
+    ``hospital_fraction`` applies to the legacy mix only (the realistic mix has fixed style weights).
+    """
     portable = bool(rng.random() < 0.35)
-    style = _style(rng, hospital_fraction)
+    realistic = ReportStyleMix(report_styles) is ReportStyleMix.REALISTIC
+    style = _realistic_style(rng) if realistic else _style(rng, hospital_fraction)
     views = sample_views(rng, portable)
     findings, devices = sample_conditions(rng, portable, style)
-    report: ReportText = write_report(findings, devices, style, has_prior=study_order > 0, rng=rng)
+    writer = write_realistic_report if realistic else write_report
+    report: ReportText = writer(findings, devices, style, has_prior=study_order > 0, rng=rng)
     labels = labels_from_mentions(report.mentions)
     return SyntheticStudy(
         study_id=study_id, patient_id=patient_id, patient_index=patient_index, study_order=study_order,
@@ -278,8 +305,12 @@ def sample_study(rng: np.random.Generator, *, study_id: str, patient_id: str, pa
 
 
 def sample_world(num_studies: int, seed: int = 0, split_fractions: SplitFractions | None = None,
-                 hospital_fraction: float = 0.15) -> list[SyntheticStudy]:
-    """Sample ``num_studies`` studies from patients with 1-6 studies each, split by patient."""
+                 hospital_fraction: float = 0.15,
+                 report_styles: ReportStyleMix | str = ReportStyleMix.LEGACY) -> list[SyntheticStudy]:
+    """Sample ``num_studies`` studies from patients with 1-6 studies each, split by patient.
+
+    ``report_styles`` picks the legacy three styles (default) or the realistic nine (:class:`ReportStyleMix`).
+    """
     if num_studies < 1:
         raise ValueError(f"num_studies must be >= 1, got {num_studies}")
     fractions = split_fractions or SplitFractions()
@@ -299,5 +330,5 @@ def sample_world(num_studies: int, seed: int = 0, split_fractions: SplitFraction
             studies.append(sample_study(
                 rng, study_id=str(int(study_ids[len(studies)])), patient_id=str(int(patient_ids[p])),
                 patient_index=p, study_order=k, split=splits[p], anatomy=anatomy,
-                hospital_fraction=hospital_fraction))
+                hospital_fraction=hospital_fraction, report_styles=ReportStyleMix(report_styles)))
     return studies

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cxr.data.records import Split, ViewPosition
-from cxr.data.synthetic.findings import ReportStyle, Section
+from cxr.data.synthetic.findings import Section
 from cxr.data.synthetic.layouts.files import label_json, layout_rng, render_views, write_csv, write_png
 from cxr.data.synthetic.layouts.mimic_common import study_datetime
 from cxr.data.synthetic.reports import labels_from_mentions, section_labels
@@ -66,7 +66,7 @@ def _sections(study, rng: np.random.Generator) -> tuple[str | None, str | None, 
     else:
         impression = study.impression_text
     findings = study.findings_text
-    if study.style is not ReportStyle.STRUCTURED:
+    if study.findings_text is None:  # (legacy: every style but STRUCTURED; realistic: impression-only styles)
         findings, impression = impression, None  # Stanford template: body under IMPRESSION parsed as findings
     if upper:
         findings = findings.upper() if findings else findings
@@ -94,9 +94,10 @@ def write_chexpert_plus_layout(out_dir: Path, studies: list, image_size: int, se
         summary = "1-NORMAL" if study.labels[OBSERVATION_INDEX["No Finding"]] == 1 else "2-ABNORMAL"
         accession = str(int(rng.integers(1_000_000, 9_999_999)))
         parts = [f"NARRATIVE:\n{narrative}", f"CLINICAL HISTORY: {history}", f"COMPARISON: {comparison}"]
-        if study.style is ReportStyle.STRUCTURED:
+        if study.findings_text is not None:
             parts.append(f"FINDINGS:\n{findings}")
-            parts.append(f"IMPRESSION:\n{impression}")
+            if impression is not None:
+                parts.append(f"IMPRESSION:\n{impression}")
         else:
             parts.append(f"IMPRESSION:\n{findings}")
         end_of_impression = f"SUMMARY: {summary}\nI have personally reviewed the images for this examination."
@@ -105,7 +106,7 @@ def write_chexpert_plus_layout(out_dir: Path, studies: list, image_size: int, se
         report = "\n\n".join(parts)
         if upper:
             report = report.replace(ANONYMISATION, "\0").upper().replace("\0", ANONYMISATION)
-        if findings is not None and impression is None and study.style is not ReportStyle.STRUCTURED:
+        if findings is not None and impression is None and study.findings_text is None:
             find_labels = section_labels(study.mentions, Section.IMPRESSION)
             imp_labels = labels_from_mentions([])
         else:

@@ -9,6 +9,7 @@ Follows datasets.md §1: ``files/p{sid[:2]}/p{sid}/s{study}/{dicom_id}.{jpg|dcm}
 from __future__ import annotations
 
 import datetime as dt
+import re
 import textwrap
 from pathlib import Path
 
@@ -58,6 +59,21 @@ def _wrap(text: str) -> list[str]:
     return [" " + line for line in textwrap.wrap(text, width=78, break_long_words=False, break_on_hyphens=False)]
 
 
+_ORGAN_HEADER = re.compile(r" (?=[A-Z][A-Z/]+: )")
+
+
+def _wrap_organ_headers(first: str, text: str) -> list[str]:
+    """Wrap findings written under ALL-CAPS organ headers ("LUNGS: ...") so no organ header starts a line.
+
+    A line-initial ``LUNGS:`` would be a section header to the official MIMIC section parser and the findings
+    would be lost; the body therefore starts on the FINDINGS line and each organ header is glued to the word
+    before it while wrapping.
+    """
+    glued = _ORGAN_HEADER.sub("\0", text)
+    lines = textwrap.wrap(f"{first}  {glued}", width=78, break_long_words=False, break_on_hyphens=False)
+    return [" " + line.replace("\0", " ") for line in lines]
+
+
 _INDICATIONS = ("___ year old man with shortness of breath  // eval for acute process",
                 "___ year old woman with cough and fever  // ?acute process",
                 "___M with chest pain  // eval", "___F s/p line placement  // position",
@@ -80,15 +96,19 @@ def report_txt(study) -> str:
         lines.append(" ")
         lines.append(" COMPARISON:  " + ("___" if study.study_order > 0 else "None."))
         lines.append(" ")
-    if study.findings_text:
+    if study.findings_text and _ORGAN_HEADER.match(" " + study.findings_text):
+        lines.extend(_wrap_organ_headers("FINDINGS:", study.findings_text))
+        lines.append(" ")
+    elif study.findings_text:
         lines.append(" FINDINGS:")
         lines.append(" ")
         lines.extend(_wrap(study.findings_text))
         lines.append(" ")
     impression_header = "CONCLUSION" if rng.random() < 0.05 else "IMPRESSION"
-    lines.append(f" {impression_header}:")
-    lines.append(" ")
-    lines.extend(_wrap(study.impression_text))
+    if study.impression_text is not None:  # findings-only reports (realistic styles) have no impression
+        lines.append(f" {impression_header}:")
+        lines.append(" ")
+        lines.extend(_wrap(study.impression_text))
     if rng.random() < 0.1:
         lines.append(" ")
         lines.extend(_wrap("NOTIFICATION:  The findings were discussed with ___, M.D. by ___ on the telephone "
