@@ -7,12 +7,12 @@ export TRANSFORMERS_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup demo test test-fast clean bench
+.PHONY: help setup demo test test-fast clean bench lock check-lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-$(STAMP): pyproject.toml constraints.txt scripts/setup_venv.sh scripts/tv_cpu_shim.py scripts/tv_cpu_shim_hook.py
+$(STAMP): pyproject.toml constraints.txt requirements.lock scripts/setup_venv.sh scripts/tv_cpu_shim.py scripts/tv_cpu_shim_hook.py
 	bash scripts/setup_venv.sh $(VENV)
 	touch $(STAMP)
 
@@ -29,6 +29,12 @@ test-fast: $(STAMP)  ## tests not marked slow
 
 bench: $(STAMP)  ## run the benchmarks (see docs/benchmarks.md)
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+lock:  ## refresh requirements.lock from .venv (after changing dependencies; then re-measure the README numbers)
+	$(PY) scripts/lock.py write
+
+check-lock:  ## check that .venv holds exactly the versions of requirements.lock
+	$(PY) scripts/lock.py check
 
 clean:  ## remove run outputs (keeps .venv)
 	rm -rf runs outputs .pytest_cache

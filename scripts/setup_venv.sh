@@ -3,8 +3,9 @@
 #
 #   bash scripts/setup_venv.sh [VENV_DIR]        (default .venv; `make setup` calls this)
 #
-# CPU-only machines: torch is installed first at the pinned version and every later pip call runs with
-# PIP_CONSTRAINT=constraints.txt, so pip can never swap in a CUDA torch plus gigabytes of nvidia-* wheels.
+# CPU-only machines: torch is installed first at the pinned version and every pip call runs with
+# PIP_CONSTRAINT="constraints.txt requirements.lock", so pip can never swap in a CUDA torch plus gigabytes of
+# nvidia-* wheels, and every other package gets the exact version of the lock (`make lock` refreshes it).
 # A dry run checks what the torch install would pull before anything is downloaded.
 # The PyPI torchvision wheel is CUDA-only; where it cannot load its ops on this torch, a small shim is
 # installed into the venv's site-packages (scripts/tv_cpu_shim*.py); where torchvision works, nothing is done.
@@ -12,7 +13,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${1:-.venv}"
 TORCH_VERSION="$(sed -n 's/^torch==\([^ ]*\).*/\1/p' constraints.txt)"
-export PIP_CONSTRAINT="$PWD/constraints.txt"
+# Relative paths (we are in the repository root): pip splits PIP_CONSTRAINT on whitespace.
+export PIP_CONSTRAINT="constraints.txt requirements.lock"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 has_gpu() { command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; }
@@ -46,7 +48,7 @@ PYEOF
     "${PIP[@]}" install -q "torch==$TORCH_VERSION"
 fi
 
-echo "[setup] installing cxr and its dependencies (constraints: $(grep -v "^#" constraints.txt | tr "\n" " "))"
+echo "[setup] installing cxr and its dependencies (constraints: $(grep -v "^#" constraints.txt | tr "\n" " ")+ requirements.lock)"
 "${PIP[@]}" install -q -e ".[dev]"
 
 # torchvision: fix the CUDA-only wheel only where it is actually broken.
@@ -66,4 +68,6 @@ if ! has_gpu; then
         exit 1
     fi
 fi
+# The lock must be honoured (pip enforced it for locked packages; this also catches unlocked ones).
+"$PY" scripts/lock.py check || { echo "[setup] ERROR: the venv differs from requirements.lock" >&2; exit 1; }
 "$PY" -c "import torch, cxr; print(f'[setup] ok: torch {torch.__version__}, cxr {cxr.__version__}')"
