@@ -49,7 +49,25 @@ TERM_TO_OBSERVATION: dict[str, str] = {
     "implanted medical device": "Support Devices",
     "tube, inserted": "Support Devices",
     "pacemaker, artificial": "Support Devices",
+    # Added after measuring real Open-I terms (docs/data.md lists the reason for each, and what stays unmapped):
+    "heart failure": "Edema",  # CheXpert's edema phrases include "heart failure" / "chf"
+    "infection": "Pneumonia",  # CheXpert's pneumonia phrases include "infection"
+    "lung diseases, interstitial": "Lung Opacity",  # interstitial opacities
+    "density": "Lung Opacity",  # an area of increased density on a radiograph is an opacity
+    "cicatrix": "Lung Opacity",  # MeSH for scarring; CheXpert counts "scar" as Lung Opacity
+    "scarring": "Lung Opacity",
+    "cardiac shadow": "Cardiomegaly",  # indexed when enlarged ("Cardiac Shadow/enlarged")
+    "mediastinum": "Enlarged Cardiomediastinum",  # indexed when abnormal ("Mediastinum/widened")
+    "hydropneumothorax": "Pneumothorax",  # air in the pleural space by definition
 }
+#: Terms left unmapped on purpose (no CheXpert observation, or no single defensible one); see docs/data.md.
+UNMAPPED_ON_PURPOSE: frozenset[str] = frozenset({
+    "calcified granuloma", "granuloma", "granulomatous disease", "calcinosis", "lung", "hypoinflation",
+    "emphysema", "pulmonary disease, chronic obstructive", "hyperdistention", "thoracic vertebrae", "spine",
+    "osteophyte", "spondylosis", "scoliosis", "kyphosis", "deformity", "arthritis", "bone diseases, metabolic",
+    "aorta", "atherosclerosis", "diaphragm", "costophrenic angle", "markings", "lucency", "fibrosis",
+    "pulmonary fibrosis", "technical quality of image unsatisfactory", "surgical instruments", "hernia, hiatal",
+})
 
 
 class OpenITermColumn(str, Enum):
