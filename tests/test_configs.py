@@ -12,7 +12,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 # configs/data/*.yaml are fragments for `--data`; they are checked combined with a full config below.
 # configs/eval/*.yaml are eval.py dataset specs (a DataModule or a DatasetSource); checked by eval.py's parser.
-FULL_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name not in ("data", "eval"))
+# configs/eval_run/*.yaml are eval.py run configs (--config), parsed by eval.py's parser.
+FULL_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
+                      if p.parent.name not in ("data", "eval", "eval_run"))
+EVAL_RUNS = sorted((ROOT / "configs" / "eval_run").glob("*.yaml"))
 DATA_FRAGMENTS = sorted((ROOT / "configs" / "data").glob("*.yaml"))
 EVAL_SPECS = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
 
@@ -47,6 +50,19 @@ def test_eval_spec_parses(spec: Path) -> None:
 
     _, parsed = parse_eval_spec(EvalDatasetSpec(spec.stem, spec))
     assert parsed.obj.class_path.startswith("cxr."), parsed.obj
+
+
+@pytest.mark.parametrize("config", EVAL_RUNS, ids=lambda p: p.name)
+def test_eval_run_config_parses(config: Path) -> None:
+    """eval.py --config: its keys are eval.py's options, and every dataset spec it names parses."""
+    from cxr.evaluation.cli import build_parser
+    from cxr.evaluation.datasets import EvalDatasetSpec, parse_eval_spec
+
+    args = build_parser().parse_args(["--config", str(config), "--checkpoint", "x.ckpt"])
+    assert args.data and args.device == "auto"
+    for text in args.data:
+        spec = EvalDatasetSpec.parse(text)
+        parse_eval_spec(EvalDatasetSpec(spec.name, ROOT / spec.config))
 
 
 def test_readme_data_example_parses(tmp_path: Path) -> None:

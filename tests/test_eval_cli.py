@@ -133,3 +133,125 @@ def test_eval_cli_judge_adds_green_column(trained_checkpoint, tmp_path, capsys):
     judged = [json.loads(line) for line in (out / "judge_A.jsonl").read_text().splitlines()]
     assert sorted(r["pair_id"] for r in judged) == sorted(f"A:{r['query_study_key']}" for r in top1)
     assert "GREEN" in capsys.readouterr().out
+
+
+def _metrics(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.mark.slow
+def test_eval_cli_config_file_equals_flags_and_falls_back_to_cpu(trained_checkpoint, tmp_path, capsys):
+    """A YAML config (jsonargparse) gives the same run as the flags; --device auto (the default) runs on the CPU
+    of a machine without a GPU, says so in results.json, and shows a progress bar per dataset."""
+    from cxr.evaluation.cli import main
+
+    ckpt, spec_a, spec_b = trained_checkpoint
+    config = tmp_path / "eval.yaml"
+    config.write_text(yaml.safe_dump({"checkpoint": str(ckpt), "data": [f"A={spec_a}", f"B={spec_b}"],
+                                      "out": str(tmp_path / "from_config"), "ks": "1,5", "num_workers": 0,
+                                      "device": "auto", "no_dump": True}))
+    assert main(["--config", str(config)]) == 0
+    captured = capsys.readouterr()
+    bars = captured.out + captured.err  # Lightning's bars write to stdout
+    assert "eval A" in bars and "eval B" in bars
+    assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "from_flags"), "--data", f"A={spec_a}",
+                 "--data", f"B={spec_b}", "--ks", "1,5", "--num-workers", "0", "--device", "cpu"]) == 0
+    a, b = _metrics(tmp_path / "from_config"), _metrics(tmp_path / "from_flags")
+    assert a["datasets"] == b["datasets"]
+    import torch
+
+    if not torch.cuda.is_available():
+        assert a["settings"]["runtime"] == {"accelerator": "cpu", "root_device": "cpu", "world_size": 1,
+                                            "precision": "32-true"}
+    assert not (tmp_path / "from_config" / "top1_A.jsonl").exists()  # no_dump from the file
+
+
+@pytest.mark.slow
+def test_eval_cli_bf16_mixed_runs_close_to_fp32(trained_checkpoint, tmp_path):
+    from cxr.evaluation.cli import main
+
+    ckpt, spec_a, _ = trained_checkpoint
+    for precision in ("32-true", "bf16-mixed"):
+        assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / precision), "--data", f"A={spec_a}",
+                     "--device", "cpu", "--precision", precision, "--no-dump", "--no-progress"]) == 0
+    fp32, bf16 = _metrics(tmp_path / "32-true"), _metrics(tmp_path / "bf16-mixed")
+    assert bf16["settings"]["runtime"]["precision"] == "bf16-mixed"
+    for direction in ("i2t", "t2i"):  # 20 queries: bf16 may swap near-ties, not reorder everything
+        assert abs(bf16["datasets"]["A"][direction]["mean_rank"] - fp32["datasets"]["A"][direction]["mean_rank"]) < 2
+
+
+@pytest.mark.slow
+def test_eval_cli_two_process_ddp_equals_one_process(trained_checkpoint, tmp_path):
+    """Multi-device evaluation through Lightning (2 CPU processes, gloo): the same metrics and dumps as one
+    process (the DistributedSampler's padding is dropped, keys/texts are gathered from both ranks)."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt, spec_a, spec_b = trained_checkpoint
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in {"LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}}
+    env.update(HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=str(root))
+    common = ["--checkpoint", str(ckpt), "--data", f"A={spec_a}", "--data", f"B={spec_b}", "--ks", "1,5",
+              "--num-workers", "0", "--device", "cpu", "--no-progress"]
+    from cxr.evaluation.cli import main
+
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    proc = subprocess.run([sys.executable, str(root / "eval.py"), *common, "--out", str(tmp_path / "two"),
+                           "--devices", "2", "--strategy", "ddp"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
+    assert two["settings"]["runtime"]["world_size"] == 2
+    for ds in ("A", "B"):
+        for direction in ("i2t", "t2i"):
+            for key, value in one["datasets"][ds][direction].items():
+                assert two["datasets"][ds][direction][key] == pytest.approx(value, abs=1e-6), (ds, direction, key)
+        rows = []
+        for name in ("one", "two"):
+            with open(tmp_path / name / f"top1_{ds}.csv") as fh:
+                rows.append(list(csv.DictReader(fh)))
+        assert len(rows[0]) == len(rows[1]) > 0
+        for r1, r2 in zip(*rows, strict=True):  # same queries, retrieved reports and ranks; scores to float rounding
+            score1, score2 = float(r1.pop("retrieved_score")), float(r2.pop("retrieved_score"))
+            assert r1 == r2 and score1 == pytest.approx(score2, abs=1e-6)
+
+
+def test_device_names_map_to_lightning():
+    from cxr.evaluation.engine import accelerator_and_devices
+
+    assert accelerator_and_devices("auto") == ("auto", 1)
+    assert accelerator_and_devices("CPU", 2) == ("cpu", 2)
+    assert accelerator_and_devices("cuda", "auto") == ("gpu", "auto")
+    assert accelerator_and_devices("cuda:1") == ("gpu", [1])
+    with pytest.raises(ValueError, match="names one GPU"):
+        accelerator_and_devices("cuda:1", 2)
+    with pytest.raises(ValueError, match="unknown device 'tpu0'"):
+        accelerator_and_devices("tpu0")
+
+
+def test_auto_device_takes_a_gpu_when_present(monkeypatch):
+    """--device auto asks Lightning to choose: with a (mocked) CUDA device present it is the GPU, else the CPU."""
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    from cxr.evaluation.engine import EvalRuntime, build_eval_trainer
+
+    monkeypatch.setattr("lightning.fabric.accelerators.cuda.num_cuda_devices", lambda: 0)
+    monkeypatch.setattr("lightning.pytorch.accelerators.cuda.num_cuda_devices", lambda: 0)
+    assert isinstance(build_eval_trainer(EvalRuntime(progress_bar=False)).accelerator, CPUAccelerator)
+    monkeypatch.setattr("lightning.fabric.accelerators.cuda.num_cuda_devices", lambda: 1)
+    monkeypatch.setattr("lightning.pytorch.accelerators.cuda.num_cuda_devices", lambda: 1)
+    monkeypatch.setattr("lightning.fabric.accelerators.mps.MPSAccelerator.is_available", staticmethod(lambda: False))
+    assert isinstance(build_eval_trainer(EvalRuntime(progress_bar=False)).accelerator, CUDAAccelerator)
+
+
+def test_eval_parser_reads_yaml_and_keeps_dashed_flags(tmp_path):
+    from cxr.evaluation.cli import build_parser, default_num_workers
+
+    assert default_num_workers() >= 1
+    config = tmp_path / "c.yaml"
+    config.write_text("checkpoint: m.ckpt\nout: o\ndata: [a=x.yaml]\nbatch_size: 7\nprecision: bf16-mixed\n")
+    args = build_parser().parse_args(["--config", str(config), "--data", "b=y.yaml", "--num-workers", "3"])
+    assert args.data == ["a=x.yaml", "b=y.yaml"] and args.batch_size == 7 and args.num_workers == 3
+    assert args.precision == "bf16-mixed" and args.device == "auto"

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch import LightningDataModule, Trainer
+from torch import nn
 
-from cxr.data.batch import ImageTextBatch
 from cxr.data.records import Split
+from cxr.evaluation.engine import EmbeddingEvalModule, EvalRuntime, build_eval_trainer
 from cxr.labels import UncertainPolicy
 from cxr.metrics.ranking import TieRule
 from cxr.metrics.retrieval import ImageTextRetrieval, RetrievalDetails, RetrievalProtocol
@@ -72,59 +73,80 @@ def _loader(dm: LightningDataModule, split: Split):
     raise ValueError("evaluation runs on the val or test split")
 
 
-def _fill_text_cache(model: LightningModule, dm: LightningDataModule, split: Split) -> None:
-    text = getattr(model, "text", None)
-    if text is not None and getattr(text, "uses_cache", False) and hasattr(dm, "texts"):
-        text.fill_cache(dm.texts(split), device=model.device)  # the encoder runs where the model is
-
-
-@torch.no_grad()
-def evaluate_dataset(model: LightningModule, dm: LightningDataModule, name: str,
-                     options: RetrievalEvalOptions = RetrievalEvalOptions()) -> DatasetResult:
-    """Embed ``dm``'s ``options.split`` with ``model.encode_images`` / ``model.encode_texts`` and score it."""
+def _retrieval_metric(model: nn.Module, options: RetrievalEvalOptions) -> ImageTextRetrieval:
     normalize = bool(getattr(getattr(model, "loss_config", None), "normalize", True))
-    metric = ImageTextRetrieval(ks=options.ks, protocol=options.protocol,
-                                duplicate_texts_correct=options.duplicate_texts_correct,
-                                chunk_size=options.chunk_size, tie_rule=options.tie_rule, normalize=normalize,
-                                uncertain_policy=options.uncertain_policy,
-                                exclude_support_devices=options.exclude_support_devices)
-    loader = _loader(dm, options.split)
-    _fill_text_cache(model, dm, options.split)
-    device = model.device
-    keys: dict[int, str] = {}
-    texts: dict[int, str] = {}
-    zs_images: list[torch.Tensor] = []
-    zs_labels: list[torch.Tensor] = []
-    for i, batch in enumerate(loader):
-        if options.max_batches is not None and i >= options.max_batches:
-            break
-        if not isinstance(batch, ImageTextBatch):
-            raise TypeError(f"dataset {name!r}: the loader must yield ImageTextBatch, got {type(batch).__name__}")
-        image_emb = model.encode_images(batch.images.to(device))
-        text_emb = model.encode_texts(list(batch.texts))
-        metric.update(image_emb.float().cpu(), text_emb.float().cpu(), batch.study_ids, batch.text_ids,
-                      batch.sample_index, batch.labels)
+    return ImageTextRetrieval(ks=options.ks, protocol=options.protocol,
+                              duplicate_texts_correct=options.duplicate_texts_correct,
+                              chunk_size=options.chunk_size, tie_rule=options.tie_rule, normalize=normalize,
+                              uncertain_policy=options.uncertain_policy,
+                              exclude_support_devices=options.exclude_support_devices)
+
+
+def _state(metric: ImageTextRetrieval, name: str) -> torch.Tensor:
+    value = getattr(metric, name)  # a list of batches, or one tensor after a DDP sync
+    return value if isinstance(value, torch.Tensor) else torch.cat(value)
+
+
+def _first_per_sample(sample_index: torch.Tensor, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Rows of ``tensors`` de-duplicated by ``sample_index`` (DDP padding), sorted by it."""
+    order = torch.argsort(sample_index, stable=True)
+    first = torch.ones_like(order, dtype=torch.bool)
+    first[1:] = sample_index[order][1:] != sample_index[order][:-1]
+    keep = order[first]
+    return [t[keep] for t in tensors]
+
+
+def finish_dataset(module: EmbeddingEvalModule, options: RetrievalEvalOptions) -> DatasetResult:
+    """Score what ``module`` embedded (every rank calls this; the metric's states are gathered first)."""
+    metric, name = module.metric, module.dataset_name
+    with metric.sync_context():  # no-op in one process; under DDP every rank sees the whole set
+        details = metric.compute_details()
+        values = {k: float(v) for k, v in metric.summarize(details).items()}
+        zs_inputs = None
         if options.zero_shot:
-            zs_images.append(image_emb.float().cpu())
-            zs_labels.append(batch.labels.cpu())
-        for idx, key, text in zip(batch.sample_index.tolist(), batch.study_keys, batch.texts):
-            keys[idx] = key
-            texts[idx] = text
-    if not keys:
-        raise ValueError(f"dataset {name!r}: the {options.split.value} split yielded no samples")
-    details = metric.compute_details()
-    values = {k: float(v) for k, v in metric.summarize(details).items()}
+            zs_inputs = _first_per_sample(*(_state(metric, n) for n in ("sample_index", "image_emb", "labels")))
     metrics = {d: {k[len(d) + 1:]: v for k, v in values.items() if k.startswith(d + "_")} for d in DIRECTIONS}
     log.info("dataset %s: %d image→text queries, %d text→image queries", name,
              int(values["i2t_num_queries"]), int(values["t2i_num_queries"]))
     zero_shot = {}
-    if options.zero_shot:
-        zero_shot = zero_shot_for_dataset(model, torch.cat(zs_images), torch.cat(zs_labels), normalize,
+    if zs_inputs is not None:
+        zero_shot = zero_shot_for_dataset(module.model, zs_inputs[0], zs_inputs[1], metric.normalize,
                                           options.uncertain_policy)
-    return DatasetResult(name=name, metrics=metrics, top1=top1_rows(details, keys, texts), zero_shot=zero_shot)
+    return DatasetResult(name=name, metrics=metrics, top1=top1_rows(details, module.keys, module.texts),
+                         zero_shot=zero_shot)
 
 
-def zero_shot_for_dataset(model: LightningModule, image_emb: torch.Tensor, labels: torch.Tensor,
+def evaluate_datasets(model: nn.Module, datasets: Mapping[str, LightningDataModule],
+                      options: RetrievalEvalOptions = RetrievalEvalOptions(),
+                      runtime: EvalRuntime | None = None, trainer: Trainer | None = None) -> list[DatasetResult]:
+    """Embed each named DataModule's ``options.split`` with ``Trainer.test`` and score it, in order.
+
+    ``model`` needs ``encode_images``/``encode_texts``; ``runtime`` picks device, precision and devices (a given
+    ``trainer`` is used as is). A frozen cached text tower gets the split's texts embedded first. Under DDP
+    every rank returns the same results.
+    """
+    trainer = trainer or build_eval_trainer(runtime or EvalRuntime(), options.max_batches)
+    module = EmbeddingEvalModule(model, lambda: _retrieval_metric(model, options),
+                                 lambda m: finish_dataset(m, options))
+    results = []
+    for name, dm in datasets.items():
+        loader = _loader(dm, options.split)
+        module.start(name, dm.texts(options.split) if hasattr(dm, "texts") else None)
+        trainer.test(module, dataloaders=loader, verbose=False)
+        if module.result is None:
+            raise ValueError(f"dataset {name!r}: the {options.split.value} split yielded no samples")
+        results.append(module.result)
+    return results
+
+
+def evaluate_dataset(model: nn.Module, dm: LightningDataModule, name: str,
+                     options: RetrievalEvalOptions = RetrievalEvalOptions(),
+                     runtime: EvalRuntime | None = None) -> DatasetResult:
+    """:func:`evaluate_datasets` for one DataModule."""
+    return evaluate_datasets(model, {name: dm}, options, runtime)[0]
+
+
+def zero_shot_for_dataset(model: nn.Module, image_emb: torch.Tensor, labels: torch.Tensor,
                           normalize: bool = True,
                           policy: UncertainPolicy = UncertainPolicy.ZEROS) -> dict[str, float]:
     """Zero-shot AUROC of every observation with both classes among ``labels`` (others left out), plus "mean".
@@ -156,12 +178,6 @@ def top1_rows(details: RetrievalDetails, keys: Mapping[int, str], texts: Mapping
                             retrieved_study_key=keys[r_sample], retrieved_report=texts[r_sample],
                             retrieved_score=float(scores[qi]), rank=ranks[qi] + 1, hit_at_1=ranks[qi] == 0))
     return rows
-
-
-def evaluate_datasets(model: LightningModule, datasets: Mapping[str, LightningDataModule],
-                      options: RetrievalEvalOptions = RetrievalEvalOptions()) -> list[DatasetResult]:
-    """:func:`evaluate_dataset` for each named DataModule, in the given order."""
-    return [evaluate_dataset(model, dm, name, options) for name, dm in datasets.items()]
 
 
 def metric_columns(results: Sequence[DatasetResult]) -> list[str]:
