@@ -65,6 +65,9 @@ def build_parser():
     p.add_argument("--zero_shot", "--zero-shot", action="store_true",
                    help="also zero-shot AUROC per observation from '<finding> is present' / 'there is no "
                         "<finding>' prompt pairs (observations with both classes in a dataset only)")
+    p.add_argument("--zero_shot_prompts", "--zero-shot-prompts", metavar="YAML", default=None,
+                   help="zero-shot AUROC of the classes and prompt templates in this YAML (binary mode; each class's "
+                        "label names a CheXpert observation); implies --zero-shot")
     _add_judge_arguments(p)
     return p
 
@@ -118,7 +121,20 @@ def _options(args) -> RetrievalEvalOptions:
         duplicate_texts_correct=not args.exact_duplicates_only, tie_rule=TieRule(args.tie_rule),
         uncertain_policy=UncertainPolicy(args.uncertain_policy),
         exclude_support_devices=args.exclude_support_devices, chunk_size=args.chunk_size,
-        split=Split(args.split), max_batches=args.max_batches, zero_shot=args.zero_shot)
+        split=Split(args.split), max_batches=args.max_batches,
+        zero_shot=args.zero_shot or bool(args.zero_shot_prompts), zero_shot_spec=_zero_shot_spec(args.zero_shot_prompts))
+
+
+def _zero_shot_spec(path: str | None):
+    if not path:
+        return None
+    from cxr.evaluation.zero_shot import ZeroShotMode, load_zero_shot_spec
+
+    spec = load_zero_shot_spec(path)
+    if spec.mode is not ZeroShotMode.BINARY:
+        raise SystemExit(f"{path}: eval.py scores CheXpert labels, which need mode: binary (use "
+                         f"python -m cxr.evaluation.zero_shot_cli --labels for a multi-class label file)")
+    return spec
 
 
 def _runtime(args) -> EvalRuntime:
@@ -167,7 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "protocol": options.protocol.value, "duplicate_texts_correct": options.duplicate_texts_correct,
                 "tie_rule": options.tie_rule.value, "uncertain_policy": options.uncertain_policy.value,
                 "exclude_support_devices": options.exclude_support_devices, "ks": list(options.ks),
-                "zero_shot": options.zero_shot, "judge_model": args.judge_model if args.judge else None,
+                "zero_shot": options.zero_shot,
+                "zero_shot_prompts": Path(args.zero_shot_prompts).name if args.zero_shot_prompts else None,
+                "judge_model": args.judge_model if args.judge else None,
                 "runtime": describe_trainer(trainer)}
     _write_outputs(results, out, settings, dump=not args.no_dump)
     return 0

@@ -39,6 +39,7 @@ class RetrievalEvalOptions:
     split: Split = Split.TEST
     max_batches: int | None = None
     zero_shot: bool = False  # also per-observation zero-shot AUROC from present/absent prompt pairs
+    zero_shot_spec: object | None = None  # a cxr.evaluation.zero_shot.ZeroShotSpec (user classes/templates)
 
 
 @dataclass
@@ -111,7 +112,7 @@ def finish_dataset(module: EmbeddingEvalModule, options: RetrievalEvalOptions) -
     zero_shot = {}
     if zs_inputs is not None:
         zero_shot = zero_shot_for_dataset(module.model, zs_inputs[0], zs_inputs[1], metric.normalize,
-                                          options.uncertain_policy)
+                                          options.uncertain_policy, options.zero_shot_spec)
     return DatasetResult(name=name, metrics=metrics, top1=top1_rows(details, module.keys, module.texts),
                          zero_shot=zero_shot)
 
@@ -147,17 +148,35 @@ def evaluate_dataset(model: nn.Module, dm: LightningDataModule, name: str,
 
 
 def zero_shot_for_dataset(model: nn.Module, image_emb: torch.Tensor, labels: torch.Tensor,
-                          normalize: bool = True,
-                          policy: UncertainPolicy = UncertainPolicy.ZEROS) -> dict[str, float]:
-    """Zero-shot AUROC of every observation with both classes among ``labels`` (others left out), plus "mean".
+                          normalize: bool = True, policy: UncertainPolicy = UncertainPolicy.ZEROS,
+                          spec=None) -> dict[str, float]:
+    """Zero-shot AUROC of every class with both classes among ``labels`` (others left out), plus "mean".
 
-    AUROC depends only on the order of p(present) = softmax(scale·[s_present, s_absent])[0], which is monotone in
+    Without ``spec``: the 13 CheXpert prompt pairs; with a binary ``ZeroShotSpec``: its classes (their ``label``
+    names a CheXpert observation) and ensembled prompts. Prompts are embedded outside the report cache
+    (``encode_prompts``). AUROC depends only on the order of p(present), which is monotone in
     s_present − s_absent for any scale > 0; scale 1 keeps that order exact where 100·cos would saturate to 1.0
     in float32 and tie (the number is the same as with 100 otherwise).
     """
-    from cxr.evaluation.zero_shot import ZERO_SHOT_OBSERVATIONS, default_prompts, zero_shot_evaluate
+    from dataclasses import replace
 
-    values = zero_shot_evaluate(model.encode_texts, image_emb, labels, default_prompts(ZERO_SHOT_OBSERVATIONS),
+    from cxr.evaluation.zero_shot import (
+        ZERO_SHOT_OBSERVATIONS,
+        chexpert_targets,
+        default_prompts,
+        encode_prompts,
+        evaluate_spec,
+        zero_shot_evaluate,
+    )
+
+    def encode(texts: list[str]) -> torch.Tensor:
+        return encode_prompts(model, texts)
+
+    if spec is not None:
+        targets, valid = chexpert_targets(labels, spec, policy)
+        metrics = evaluate_spec(encode, image_emb, targets, replace(spec, scale=1.0), valid, normalize)
+        return {k: v["auroc"] for k, v in metrics.items() if not math.isnan(v["auroc"])}
+    values = zero_shot_evaluate(encode, image_emb, labels, default_prompts(ZERO_SHOT_OBSERVATIONS),
                                 scale=1.0, policy=policy, normalize=normalize)
     return {k: v for k, v in values.items() if not math.isnan(v)}
 
