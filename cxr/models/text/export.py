@@ -39,6 +39,9 @@ class ExportConfig:
     latent_num_heads: int | None = None
     adapter_dir: str | None = None
     adapter_name: str | None = None
+    instruction_format: str = "cxr"
+    pool_special_tokens: bool = False
+    source_model: str | None = None  # the original model name llm2vec's name-keyed input rules use
     format_version: int = EXPORT_FORMAT_VERSION
 
 
@@ -129,6 +132,8 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | Path, *, merge_lora
                        bidirectional=encoder.bidirectional,
                        latent_num_latents=None if latent is None else int(latent.latents.shape[0]),
                        latent_num_heads=None if latent is None else int(latent.multihead_attn.num_heads),
-                       adapter_dir=adapter_dir, adapter_name=adapter_name)
+                       adapter_dir=adapter_dir, adapter_name=adapter_name,
+                       instruction_format=encoder.instruction_format.value,
+                       pool_special_tokens=encoder.pool_special_tokens, source_model=encoder.source_model)
     (out / EXPORT_CONFIG_NAME).write_text(json.dumps(asdict(cfg), indent=2) + "\n")
     return out

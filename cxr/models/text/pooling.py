@@ -9,19 +9,23 @@ from torch import nn
 
 
 class PoolingMode(str, Enum):
-    """How token states become one embedding (paper §A.3). Aliases: ``eos_token``/``eos`` → last_token,
-    ``bos_token``/``first`` → cls."""
+    """How token states become one embedding (paper §A.3). Aliases: ``eos`` → eos_token, ``bos_token``/``first``
+    → cls.
+
+    ``eos_token`` and ``last_token`` both pool the last attended token; as in llm2vec, only ``eos_token`` makes
+    the encoder append an end-of-sequence token to the text first (``cxr.models.text.instructions.eos_suffix``).
+    """
 
     MEAN = "mean"
     WEIGHTED_MEAN = "weighted_mean"
+    EOS_TOKEN = "eos_token"
     LAST_TOKEN = "last_token"
     CLS = "cls"
     LATENT_ATTENTION = "latent_attention"
 
     @classmethod
     def _missing_(cls, value):
-        aliases = {"eos_token": cls.LAST_TOKEN, "eos": cls.LAST_TOKEN, "bos_token": cls.CLS, "first": cls.CLS,
-                   "cls_token": cls.CLS}
+        aliases = {"eos": cls.EOS_TOKEN, "bos_token": cls.CLS, "first": cls.CLS, "cls_token": cls.CLS}
         return aliases.get(str(value).lower())
 
 
@@ -71,7 +75,8 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, embed_mask: torch.T
     """Pool token states (B, L, d) into (B, d).
 
     ``embed_mask`` marks the tokens that are pooled by mean/weighted_mean/latent_attention (the text without its
-    instruction); ``last_token`` and ``cls`` take the last/first attended token (works for left or right padding).
+    instruction); ``eos_token``/``last_token`` and ``cls`` take the last/first attended token (works for left or
+    right padding).
     Rows with an empty ``embed_mask`` are an error (the authors' slicing would pool the whole padded row).
     """
     mode = PoolingMode(mode)
@@ -88,7 +93,7 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, embed_mask: torch.T
         # position weights 1..n over the pooled tokens, as llm2vec's weighted_mean
         w = (embed_mask.cumsum(-1) * embed_mask).to(hidden.dtype).unsqueeze(-1)
         return (hidden * w).sum(1) / w.sum(1)
-    if mode is PoolingMode.LAST_TOKEN:
+    if mode in (PoolingMode.LAST_TOKEN, PoolingMode.EOS_TOKEN):
         positions = torch.arange(attention_mask.shape[1], device=hidden.device)
         last = (attention_mask.bool() * positions).argmax(-1)
         return hidden[rows, last]
