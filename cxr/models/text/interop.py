@@ -12,6 +12,9 @@ embeddings.
   import): ``SentenceTransformer(dir, trust_remote_code=True)``.
 * ``config_sentence_transformers.json`` names cxr's instructions as prompts (``instruction + "; "``), with the
   encoder's default instruction as the default prompt.
+* With ``pool_special_tokens`` and ``skip_instruction=False``, ``mean`` is sentence-transformers' own mean.
+* Not written (cxr-only, see :func:`plain_library_support`): ``instruction_format=llm2vec`` and ``eos_token``
+  pooling that appends an EOS text (the plain libraries cannot append it).
 """
 
 from __future__ import annotations
@@ -48,25 +51,43 @@ def _instruction_ids(encoder: TextEncoder, prompts: dict[str, str]) -> list[list
     return [tok(p.rstrip(), add_special_tokens=False)["input_ids"] for p in prompts.values()]
 
 
+def plain_library_support(encoder: TextEncoder) -> str | None:
+    """Why the plain libraries cannot reproduce ``encoder`` (None: they can, files are written)."""
+    from cxr.models.text.instructions import InstructionFormat
+
+    if encoder.instruction_format is not InstructionFormat.CXR:
+        return (f"instruction_format={encoder.instruction_format.value}: llm2vec's joined-string input rules "
+                f"(chat wrappers, separator) are cxr-only")
+    if getattr(encoder, "eos_text", None):
+        return (f"eos_token pooling appends {encoder.eos_text!r} to every text, which sentence-transformers "
+                f"cannot do")
+    return None
+
+
 def pooling_module_config(encoder: TextEncoder, prompts: dict[str, str]) -> tuple[str, dict]:
     """(module type, ``1_Pooling/config.json``) for the encoder's pooling."""
-    mode = encoder.pooling.value
+    mode = "last_token" if encoder.pooling.value == "eos_token" else encoder.pooling.value  # nothing appended
     dim = int(encoder.embedding_dim)
-    if mode in ST_STANDARD_POOLING:
+    st_mean = mode == "mean" and encoder.pool_special_tokens and not encoder.skip_instruction
+    if mode in ST_STANDARD_POOLING or st_mean:  # sentence-transformers' own convention: no remote code
         return "sentence_transformers.models.Pooling", {"word_embedding_dimension": dim,
-                                                       "pooling_mode": ST_STANDARD_POOLING[mode],
+                                                       "pooling_mode": ST_STANDARD_POOLING.get(mode, "mean"),
                                                        "include_prompt": True}
     latent = encoder.latent_pooling
     cfg = {"mode": mode, "embedding_dimension": dim, "prefix_len": len(encoder._prefix_ids),
            "suffix_len": len(encoder._suffix_ids), "skip_instruction": bool(encoder.skip_instruction),
+           "pool_special_tokens": bool(encoder.pool_special_tokens),
            "instruction_ids": _instruction_ids(encoder, prompts),
            "latent_num_latents": None if latent is None else int(latent.latents.shape[0]),
            "latent_num_heads": None if latent is None else int(latent.multihead_attn.num_heads)}
     return ST_POOLING_FILE.removesuffix(".py") + ".CxrPooling", cfg
 
 
-def write_interop_files(encoder: TextEncoder, out: Path) -> dict[str, str]:
-    """Write the sentence-transformers files into the export folder ``out``; returns the ST prompts."""
+def write_interop_files(encoder: TextEncoder, out: Path) -> dict[str, str] | None:
+    """Write the sentence-transformers files into the export folder ``out``; returns the ST prompts, or None
+    (nothing written) when the plain libraries cannot reproduce the encoder (:func:`plain_library_support`)."""
+    if plain_library_support(encoder) is not None:
+        return None
     prompts = _prompts(encoder)
     module_type, pooling_cfg = pooling_module_config(encoder, prompts)
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},

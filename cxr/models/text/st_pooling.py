@@ -45,12 +45,14 @@ class LatentAttention(nn.Module):
 
 def text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, config: dict) -> torch.Tensor:
     """(B, L) mask of the tokens cxr pools: the attended tokens without the tokenizer's leading/trailing special
-    tokens and, with ``skip_instruction``, without a known instruction at the start of the text."""
+    tokens (unless ``pool_special_tokens``) and, with ``skip_instruction``, without a known instruction at the
+    start of the text (right after the leading special tokens)."""
     attended = attention_mask.bool()
     positions = torch.arange(attended.shape[1], device=attended.device).expand_as(attended)
     first = attended.int().argmax(1)
     last = torch.where(attended, positions, torch.full_like(positions, -1)).max(1).values
-    start = first + int(config["prefix_len"])
+    text_start = first + int(config["prefix_len"])
+    start = text_start.clone()
     if config.get("skip_instruction", True):
         rows = input_ids.tolist()
         for r, s in enumerate(start.tolist()):
@@ -59,7 +61,11 @@ def text_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, config: dic
                     start[r] += len(ids)
                     break
     end = last + 1 - int(config["suffix_len"])
-    return attended & (positions >= start.unsqueeze(1)) & (positions < end.unsqueeze(1))
+    mask = attended & (positions >= start.unsqueeze(1)) & (positions < end.unsqueeze(1))
+    if config.get("pool_special_tokens", False):
+        specials = (positions < text_start.unsqueeze(1)) | (positions >= end.unsqueeze(1))
+        mask = mask | (attended & specials)
+    return mask
 
 
 def pool(hidden: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor, config: dict,
@@ -91,14 +97,16 @@ class CxrPooling(_Base):
     """sentence-transformers module: ``token_embeddings`` → ``sentence_embedding`` with cxr's pooling."""
 
     config_keys = ["mode", "embedding_dimension", "prefix_len", "suffix_len", "skip_instruction",
-                   "instruction_ids", "latent_num_latents", "latent_num_heads"]
+                   "pool_special_tokens", "instruction_ids", "latent_num_latents", "latent_num_heads"]
 
     def __init__(self, mode: str, embedding_dimension: int, prefix_len: int = 0, suffix_len: int = 0,
-                 skip_instruction: bool = True, instruction_ids: list[list[int]] | None = None,
-                 latent_num_latents: int | None = None, latent_num_heads: int | None = None) -> None:
+                 skip_instruction: bool = True, pool_special_tokens: bool = False,
+                 instruction_ids: list[list[int]] | None = None, latent_num_latents: int | None = None,
+                 latent_num_heads: int | None = None) -> None:
         super().__init__()
         self.mode, self.embedding_dimension = mode, int(embedding_dimension)
         self.prefix_len, self.suffix_len, self.skip_instruction = int(prefix_len), int(suffix_len), skip_instruction
+        self.pool_special_tokens = bool(pool_special_tokens)
         self.instruction_ids = [list(map(int, ids)) for ids in (instruction_ids or [])]
         self.latent_num_latents, self.latent_num_heads = latent_num_latents, latent_num_heads
         self.latent = None
