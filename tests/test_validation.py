@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from _data_writers import (MimicStudy, default_mimic_studies, write_chexpert_plus, write_csv, write_image,
-                           write_manifest, write_mimic, write_openi)
+from _data_writers import (MimicStudy, default_mimic_studies, write_chexpert_plus, write_csv, write_manifest,
+                           write_mimic, write_openi)
 
 from cxr.data.datamodule import CXRDataModule
+from cxr.data.records import Split
 from cxr.data.sources import ChexpertPlusSource, CsvManifestSource, MimicCxrSource, OpenISource
 from cxr.data.sources.base import DatasetSource
 from cxr.data.validation import DataValidationError, ProblemKind
@@ -47,7 +48,7 @@ def truncate(path: Path, keep: float = 0.5) -> None:
 def dicom_manifest(tmp: Path, defect: str) -> CsvManifestSource:
     from cxr.data.dicom import write_dicom
 
-    src = manifest(tmp)
+    manifest(tmp)
     path = tmp / "img" / "3.png"
     path.unlink()
     dcm = tmp / "img" / "3.dcm"
@@ -197,6 +198,30 @@ def _duplicate_image_row(tmp: Path) -> DatasetSource:
     return CsvManifestSource("m", str(write_manifest(tmp, data)))
 
 
+def _cp1252_manifest(tmp: Path) -> DatasetSource:
+    src = manifest(tmp)
+    path = tmp / "manifest.csv"
+    path.write_bytes(path.read_bytes().replace(b"Report 2.", "Réduction 2.".encode("cp1252")))
+    return src
+
+
+def _duplicate_column(tmp: Path) -> DatasetSource:
+    path = write_manifest(tmp, rows())
+    lines = path.read_text().splitlines()
+    lines = [lines[0] + ",report"] + [line + ",other text" for line in lines[1:]]
+    path.write_text("\n".join(lines) + "\n")
+    return CsvManifestSource("m", str(path))
+
+
+def _second_row(change: dict[str, str]) -> Callable[[Path], DatasetSource]:
+    """Study s1 gets a second row (another image) that differs from its first row in ``change``."""
+    def build(tmp: Path) -> DatasetSource:
+        def mutate(data: list[dict]) -> None:
+            data.append({**data[1], "image_path": "img/1b.png", **change})
+        return manifest(tmp, mutate)
+    return build
+
+
 CASES: dict[str, Case] = {
     "manifest missing image column": Case(
         lambda t: CsvManifestSource("m", str(write_csv(t / "m.csv", ["file", "report"], [["a.png", "x"]]))),
@@ -249,6 +274,23 @@ CASES: dict[str, Case] = {
                                              "chexpert_plus:patient64541/study1"), 2),
     "openi study without images": Case(_openi_no_projection, ProblemKind.NO_USABLE_IMAGE,
                                        ("indiana_projections.csv", "openi:3"), 2),
+    "manifest not UTF-8 (cp1252 export)": Case(_cp1252_manifest, ProblemKind.BAD_ENCODING,
+                                               ("manifest.csv", "line 4", "0xe9", "'encoding' option", "cp1252"),
+                                               None),
+    "manifest repeats a header column": Case(_duplicate_column, ProblemKind.DUPLICATE_COLUMN,
+                                             ("manifest.csv", "'report'", "columns [4, 8]"), None),
+    "study rows disagree on the report": Case(_second_row({"report": "Another text."}), ProblemKind.CONFLICTING_ROWS,
+                                              ("row 7", "'report'", "m:s1", "differs from row 2"), GOOD - 1),
+    "study rows disagree on a label": Case(_second_row({"Edema": "0"}), ProblemKind.CONFLICTING_ROWS,
+                                           ("row 7", "'Edema'", "m:s1", "label 0 differs from 1 on row 2"), GOOD - 1),
+    "study rows disagree on the patient": Case(_second_row({"patient_id": "p9"}), ProblemKind.CONFLICTING_ROWS,
+                                               ("row 7", "'patient_id'", "m:s1", "patient id differs"), GOOD - 1),
+    "image list nested too deeply": Case(lambda t: manifest(t, set_cell(2, "image_path", "[" * 20000 + "]" * 20000)),
+                                         ProblemKind.BAD_ROW, ("row 3", "'image_path'", "nested too deeply"),
+                                         GOOD - 1),
+    "image list not flat": Case(lambda t: manifest(t, set_cell(2, "image_path", '[["img/2.png"]]')),
+                                ProblemKind.BAD_ROW, ("row 3", "'image_path'", "flat list", "element 1 is a list"),
+                                GOOD - 1),
     "openi duplicate uid": Case(_openi_duplicate_uid, ProblemKind.DUPLICATE_ID,
                                 ("indiana_reports.csv", "row 2", "openi:1"), 1),
 }
@@ -352,3 +394,54 @@ def test_patients_in_two_splits_are_found_in_one_pass_over_the_records() -> None
     assert [p.study_key for p in problems[:2]] == ["m:s0", "m:s1"]
     assert "patient p0 is in splits ['test', 'train']" in str(problems[0])
     assert CountingList.iterations <= 2  # was one scan per offending patient (100 here)
+
+
+def test_manifest_encoding_option_reads_a_cp1252_export(tmp_path: Path) -> None:
+    source = _cp1252_manifest(tmp_path)
+    source.encoding = "cp1252"
+    records = {r.study_id: r for r in build_dm(source, "raise").load_records()[Split.TRAIN]}
+    assert records["s2"].report.full_text == "Réduction 2."
+
+
+def test_manifest_with_a_byte_order_mark_is_read_by_default(tmp_path: Path) -> None:
+    data = rows()
+    data[1]["report"] = "Épanchement pleural."
+    source = CsvManifestSource("m", str(write_manifest(tmp_path, data, bom=True)))
+    records = {r.study_id: r for r in build_dm(source, "raise").load_records()[Split.TRAIN]}
+    assert records["s1"].report.full_text == "Épanchement pleural." and "s0" in records  # BOM not in 'study_id'
+
+
+def test_undecodable_header_fails_at_start_up_naming_the_option(tmp_path: Path) -> None:
+    path = tmp_path / "m.csv"
+    path.write_bytes("image_path,report,Befund_Größe\na.png,x,1\n".encode("latin-1"))
+    with pytest.raises(DataValidationError, match=r"(?s)bad encoding.*line 1.*'encoding' option"):
+        CXRDataModule(sources=[CsvManifestSource("m", str(path))])
+
+
+def test_agreeing_study_rows_merge_and_a_later_row_supplies_the_report(tmp_path: Path) -> None:
+    def mutate(data: list[dict]) -> None:
+        data.append({**data[1], "image_path": "img/1b.png", "report": " Report   1. "})  # same text, spacing
+        data[2]["report"] = ""  # s2's report is only on its second row, with its label
+        data[2]["Edema"] = ""
+        data.append({**data[2], "image_path": "img/2b.png", "report": "Report 2.", "Edema": "-1"})
+    records = {r.study_id: r for r in build_dm(manifest(tmp_path, mutate), "raise").load_records()[Split.TRAIN]}
+    assert len(records) == GOOD
+    assert [Path(im.path).name for im in records["s1"].images] == ["1.png", "1b.png"]
+    assert records["s1"].report.full_text == "Report 1."
+    assert records["s2"].report.full_text == "Report 2." and len(records["s2"].images) == 2
+    from cxr.labels import OBSERVATION_INDEX
+    assert records["s2"].labels[OBSERVATION_INDEX["Edema"]] == -1
+
+
+def test_a_semicolon_in_an_existing_file_name_is_one_file(tmp_path: Path) -> None:
+    from _data_writers import write_image
+
+    data = rows()
+    data[0]["image_path"] = "img/scan;0.png"
+    data[1]["image_path"] = "img/1.png;img/1b.png"  # a real two-image cell still splits
+    source = CsvManifestSource("m", str(write_manifest(tmp_path, data, write_images=False)))
+    for n, name in enumerate(["scan;0.png", "1.png", "1b.png", "2.png", "3.png", "4.png", "5.png"]):
+        write_image(tmp_path / "img" / name, seed=n)
+    records = {r.study_id: r for r in build_dm(source, "raise").load_records()[Split.TRAIN]}
+    assert [Path(im.path).name for im in records["s0"].images] == ["scan;0.png"]
+    assert [Path(im.path).name for im in records["s1"].images] == ["1.png", "1b.png"]

@@ -14,6 +14,7 @@ from cxr.data.image_cache import CachedImageLoader
 from cxr.data.records import Split, StudyRecord
 from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
 from cxr.data.sources.base import DatasetSource
+from cxr.data.sources.tables import TableError
 from cxr.data.transforms import TransformConfig
 from cxr.data.validation import (BadInputPolicy, DataValidationError, ImageCheck, Problem, ProblemLog,
                                  apply_policy, dedupe_problems, find_record_problems)
@@ -128,7 +129,10 @@ class CXRDataModule(LightningDataModule):
         # Start-up check: files and headers only, every source at once, before anything heavy happens.
         problems = ProblemLog()
         for source in self.sources + self.eval_sources:
-            source.check(problems)
+            try:
+                source.check(problems)
+            except TableError as err:  # undecodable bytes or repeated columns in a header
+                problems.extend([err.problem])
         problems.raise_fatal("data sources are misconfigured")
         self._records: dict[Split, list[StudyRecord]] | None = None
         self._datasets: dict[Split, ImageTextDataset] = {}
@@ -143,7 +147,10 @@ class CXRDataModule(LightningDataModule):
         cached = self.image_loader.cache if self.image_loader.cache is not None else ()
         for source in self.sources + self.eval_sources:
             problems = ProblemLog()
-            records = source.load(problems)
+            try:
+                records = source.load(problems)
+            except TableError as err:  # e.g. a byte past the header that is not valid in the encoding
+                raise DataValidationError([err.problem], f"source {source.name!r}") from err
             problems.raise_fatal(f"source {source.name!r}")
             problems.extend(find_record_problems(records, f"source {source.name!r}", self.image_check, cached))
             found = dedupe_problems(problems.problems)

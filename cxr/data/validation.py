@@ -54,11 +54,15 @@ class ProblemKind(str, Enum):
     EMPTY_PATH = "empty image path"
     BAD_ROW = "bad row"
     NO_USABLE_IMAGE = "no usable image"
+    BAD_ENCODING = "bad encoding"  # a table with bytes that are not valid in its (configured) encoding
+    DUPLICATE_COLUMN = "duplicate column"  # a header that names one column twice
+    CONFLICTING_ROWS = "conflicting rows"  # rows of one study that disagree (report, labels)
     MALFORMED_FILE = "malformed file"  # one study's own file (e.g. an Open-I XML report) cannot be parsed
 
 
 #: Problems that make the whole source unusable: never skippable, raised at start-up.
-FATAL_KINDS = frozenset({ProblemKind.MISSING_FILE, ProblemKind.MISSING_COLUMN})
+FATAL_KINDS = frozenset({ProblemKind.MISSING_FILE, ProblemKind.MISSING_COLUMN, ProblemKind.BAD_ENCODING,
+                         ProblemKind.DUPLICATE_COLUMN})
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,9 +19,9 @@ import numpy as np
 from cxr.data.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
 from cxr.data.sources.base import (DatasetSource, clean_id, parse_labels, parse_split, parse_view,
                                    require_file)
-from cxr.data.sources.tables import read_header, read_table, sniff_separator
+from cxr.data.sources.tables import DEFAULT_ENCODING, read_header, read_table, sniff_separator
 from cxr.data.validation import ProblemKind, ProblemLog
-from cxr.labels import CHEXPERT_OBSERVATIONS
+from cxr.labels import CHEXPERT_OBSERVATIONS, LabelState
 
 #: Default column names, tried in order when the config does not name a column (datasets.md §6).
 IMAGE_ALIASES = ("image_path", "path", "filepath", "img_path", "imgpath", "Path", "path_to_image", "image")
@@ -48,23 +49,48 @@ class ManifestColumns:
     labels: dict[str, str] = field(default_factory=dict)  # observation -> column
 
 
-def split_list_cell(cell: str) -> list[str]:
-    """One cell holding one or several values: ``a;b``, ``a|b``, ``["a", "b"]`` or ``['a', 'b']``."""
+#: Longest list cell parsed as JSON/Python (a path list is short; this bounds parser work on garbage).
+MAX_LIST_CELL_CHARS = 100_000
+
+
+def split_list_cell(cell: str, is_one_path: Callable[[str], bool] | None = None) -> list[str]:
+    """One cell holding one or several values: ``a;b``, ``a|b``, ``["a", "b"]`` or ``['a', 'b']``.
+
+    ``is_one_path`` (e.g. "this names an existing file") keeps a cell whole when it is a single value that
+    contains ``;`` or ``|`` (``scan;2.png`` is one file, not two). A bracketed list must be flat (strings or
+    numbers); anything else, including a list nested too deeply to parse, raises ``ValueError``.
+    """
     text = cell.strip()
     if not text:
         return []
     if text.startswith("["):
-        try:
-            values = json.loads(text)
-        except json.JSONDecodeError:
-            values = ast.literal_eval(text)  # cxr-clip writes Python list literals
-        if not isinstance(values, list):
-            raise ValueError(f"list cell {text[:40]!r} is not a list")
-        return [str(v).strip() for v in values if str(v).strip()]
+        return _parse_list_literal(text)
+    if is_one_path is not None and (";" in text or "|" in text) and is_one_path(text):
+        return [text]
     for sep in (";", "|"):
         if sep in text:
             return [p.strip() for p in text.split(sep) if p.strip()]
     return [text]
+
+
+def _parse_list_literal(text: str) -> list[str]:
+    if len(text) > MAX_LIST_CELL_CHARS:
+        raise ValueError(f"list cell of {len(text)} characters (more than {MAX_LIST_CELL_CHARS})")
+    try:
+        try:
+            values = json.loads(text)
+        except json.JSONDecodeError:
+            values = ast.literal_eval(text)  # cxr-clip writes Python list literals
+    except (RecursionError, MemoryError) as err:  # e.g. "[[[[...]]]]": the parsers recurse per bracket
+        raise ValueError(f"list cell is nested too deeply to parse ({type(err).__name__}); expected a flat "
+                         "list of paths") from None
+    if not isinstance(values, list):
+        raise ValueError(f"list cell {text[:40]!r} is not a list")
+    for k, v in enumerate(values):
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            raise ValueError(f"list cell must be a flat list of paths; element {k + 1} is a "
+                             f"{type(v).__name__}")
+    return [str(v).strip() for v in values if str(v).strip()]
 
 
 def patient_split(patient_id: str, fractions: tuple[float, float, float], seed: int) -> Split:
@@ -95,6 +121,9 @@ class CsvManifestSource(DatasetSource):
             ``split`` nor a split column is given.
         split_seed: seed of that split.
         strict_views: report view values that are not a known position as problems.
+        encoding: the manifest's text encoding; default UTF-8 with or without a byte-order mark. Hospital
+            exports are often ``cp1252`` or ``latin-1``: a byte that is not valid in the encoding is an error
+            naming the file, line and this option.
     """
 
     def __init__(
@@ -116,8 +145,10 @@ class CsvManifestSource(DatasetSource):
         split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
         split_seed: int = 0,
         strict_views: bool = False,
+        encoding: str = DEFAULT_ENCODING,
     ) -> None:
         super().__init__(name)
+        self.encoding = encoding
         self.csv_path = Path(csv_path).expanduser().absolute()
         self.image_root = Path(image_root).expanduser().absolute() if image_root else self.csv_path.parent
         self.separator = separator
@@ -180,8 +211,11 @@ class CsvManifestSource(DatasetSource):
             return
         if not self.image_root.is_dir():
             problems.add(ProblemKind.MISSING_FILE, str(self.image_root), "image_root is not a directory")
-        sep = self.separator or sniff_separator(self.csv_path)
-        self._columns = self._resolve_columns(read_header(self.csv_path, sep), problems)
+        header = read_header(self.csv_path, self._separator(), self.encoding, option="encoding")
+        self._columns = self._resolve_columns(header, problems)
+
+    def _separator(self) -> str:
+        return self.separator or sniff_separator(self.csv_path, self.encoding, option="encoding")
 
     # -- rows ------------------------------------------------------------------------------------------
     def _resolve_path(self, raw: str) -> str:
@@ -195,13 +229,15 @@ class CsvManifestSource(DatasetSource):
         cols = self._columns
         assert cols is not None
         file = str(self.csv_path)
-        sep = self.separator or sniff_separator(self.csv_path)
-        frame = read_table(self.csv_path, sep)
+        frame = read_table(self.csv_path, self._separator(), encoding=self.encoding, option="encoding")
         studies: dict[str, dict] = {}
         for i, row in enumerate(frame.to_dict("records"), start=1):
             self._add_row(row, i, cols, file, studies, problems)
         records = []
         for sid, st in studies.items():
+            if st["report"].is_empty:  # only now: a later row of the study may have held the report
+                problems.add(ProblemKind.EMPTY_REPORT, file, st["empty_detail"], row=st["row"],
+                             field=cols.text or cols.findings or cols.impression, study_key=f"{self.name}:{sid}")
             split = st["split"]
             if split is None:
                 split = patient_split(st["patient_id"], self.split_fractions, self.split_seed)
@@ -210,10 +246,32 @@ class CsvManifestSource(DatasetSource):
                                        source=self.name))
         return records
 
+    def _is_one_path(self, text: str) -> bool:
+        return Path(self._resolve_path(text)).is_file()
+
+    def _row_images(self, row: dict, i: int, cols: ManifestColumns, file: str, key: str | None,
+                    paths: list[str], problems: ProblemLog) -> list[ImageRef]:
+        views = [ViewPosition.UNKNOWN] * len(paths)
+        if cols.view and row[cols.view].strip():
+            try:
+                raw_views = split_list_cell(row[cols.view])
+            except (ValueError, SyntaxError) as err:
+                problems.add(ProblemKind.BAD_ROW, file, f"cannot parse view list: {err}", row=i, field=cols.view,
+                             study_key=key)
+                raw_views = []
+            if len(raw_views) == 1:
+                raw_views = raw_views * len(paths)
+            if raw_views and len(raw_views) != len(paths):
+                problems.add(ProblemKind.BAD_ROW, file, f"{len(raw_views)} view values for {len(paths)} images",
+                             row=i, field=cols.view, study_key=key)
+            elif raw_views:
+                views = [parse_view(v, problems, file, i, cols.view, key, self.strict_views) for v in raw_views]
+        return [ImageRef(path=self._resolve_path(p), view=v, image_id=Path(p).stem) for p, v in zip(paths, views, strict=True)]
+
     def _add_row(self, row: dict, i: int, cols: ManifestColumns, file: str, studies: dict,
                  problems: ProblemLog) -> None:
         try:
-            paths = split_list_cell(row[cols.image])
+            paths = split_list_cell(row[cols.image], self._is_one_path)
         except (ValueError, SyntaxError) as err:
             problems.add(ProblemKind.BAD_ROW, file, f"cannot parse image list: {err}", row=i, field=cols.image)
             return
@@ -225,17 +283,7 @@ class CsvManifestSource(DatasetSource):
         if not paths:
             problems.add(ProblemKind.EMPTY_PATH, file, "empty image path", row=i, field=cols.image, study_key=key)
             return
-        views = [ViewPosition.UNKNOWN] * len(paths)
-        if cols.view and row[cols.view].strip():
-            raw_views = split_list_cell(row[cols.view])
-            if len(raw_views) == 1:
-                raw_views = raw_views * len(paths)
-            if len(raw_views) != len(paths):
-                problems.add(ProblemKind.BAD_ROW, file, f"{len(raw_views)} view values for {len(paths)} images",
-                             row=i, field=cols.view, study_key=key)
-            else:
-                views = [parse_view(v, problems, file, i, cols.view, key, self.strict_views) for v in raw_views]
-        images = [ImageRef(path=self._resolve_path(p), view=v, image_id=Path(p).stem) for p, v in zip(paths, views)]
+        images = self._row_images(row, i, cols, file, key, paths, problems)
         patient = clean_id(row[cols.patient_id]) if cols.patient_id else ""
         if cols.patient_id and not patient:
             problems.add(ProblemKind.BAD_ID, file, "empty patient id", row=i, field=cols.patient_id, study_key=key)
@@ -243,24 +291,66 @@ class CsvManifestSource(DatasetSource):
         split = self.split
         if split is None and cols.split:
             split = parse_split(row[cols.split], problems, file, i, cols.split, key)
-        if sid in studies:
-            st = studies[sid]
-            if not cols.study_id:
-                problems.add(ProblemKind.DUPLICATE_ID, file, f"image path {paths[0]!r} also on row {st['row']}",
-                             row=i, field=cols.image, study_key=key)
-                return
-            if st["patient_id"] != patient or (split is not None and st["split"] not in (None, split)):
-                problems.add(ProblemKind.BAD_ROW, file, f"patient/split differ from row {st['row']} of this study",
-                             row=i, field=cols.patient_id or cols.split, study_key=key)
-            st["images"].extend(images)
+        report = self._row_report(row, cols)
+        labels = np.asarray(parse_labels({obs: row[col] for obs, col in cols.labels.items()}, problems, file, i, key),
+                            dtype=np.int8)
+        if sid not in studies:
+            studies[sid] = {"row": i, "patient_id": patient, "split": split, "images": images, "report": report,
+                            "labels": labels, "empty_detail": "report text is empty"}
             return
+        if not cols.study_id:
+            problems.add(ProblemKind.DUPLICATE_ID, file, f"image path {paths[0]!r} also on row {studies[sid]['row']}",
+                         row=i, field=cols.image, study_key=key)
+            return
+        st = studies[sid]
+        if st["patient_id"] != patient:
+            problems.add(ProblemKind.CONFLICTING_ROWS, file, f"patient id differs from row {st['row']} of this "
+                         "study", row=i, field=cols.patient_id, study_key=key)
+        if split is not None and st["split"] not in (None, split):
+            problems.add(ProblemKind.CONFLICTING_ROWS, file, f"split {split.value} differs from "
+                         f"{st['split'].value} on row {st['row']} of this study", row=i, field=cols.split,
+                         study_key=key)
+        st["images"].extend(images)
+        st["report"] = self._merge_report(st, report, i, cols, file, key, problems)
+        st["labels"] = _merge_labels(st, labels, i, cols, file, key, problems)
+
+    def _row_report(self, row: dict, cols: ManifestColumns) -> ReportSections:
         text = (row[cols.text] if cols.text else "").replace("\r", "")
         findings = row[cols.findings].replace("\r", "").strip() if cols.findings else ""
         impression = row[cols.impression].replace("\r", "").strip() if cols.impression else ""
-        report = ReportSections(findings=findings or None, impression=impression or None, full_text=text)
-        if report.is_empty:
-            problems.add(ProblemKind.EMPTY_REPORT, file, "report text is empty", row=i,
-                         field=cols.text or cols.findings or cols.impression, study_key=key)
-        labels = parse_labels({obs: row[col] for obs, col in cols.labels.items()}, problems, file, i, key)
-        studies[sid] = {"row": i, "patient_id": patient, "split": split, "images": images, "report": report,
-                        "labels": np.asarray(labels, dtype=np.int8)}
+        return ReportSections(findings=findings or None, impression=impression or None, full_text=text)
+
+    @staticmethod
+    def _merge_report(st: dict, new: ReportSections, i: int, cols: ManifestColumns, file: str, key: str | None,
+                      problems: ProblemLog) -> ReportSections:
+        """One study's report over several rows: a blank cell adds nothing, equal text merges, different
+        non-blank text is a CONFLICTING_ROWS problem (the first row's text is kept for the record)."""
+        old = st["report"]
+        merged = {}
+        for part, column in (("findings", cols.findings), ("impression", cols.impression),
+                             ("full_text", cols.text)):
+            a, b = getattr(old, part), getattr(new, part)
+            if not (a or "").strip():
+                merged[part] = b
+            else:
+                merged[part] = a
+                if (b or "").strip() and " ".join(a.split()) != " ".join(b.split()):
+                    problems.add(ProblemKind.CONFLICTING_ROWS, file, f"report text differs from row {st['row']} "
+                                 "of this study", row=i, field=column, study_key=key)
+        return ReportSections(findings=merged["findings"], impression=merged["impression"],
+                              full_text=merged["full_text"] or "")
+
+
+def _merge_labels(st: dict, new: np.ndarray, i: int, cols: ManifestColumns, file: str, key: str | None,
+                  problems: ProblemLog) -> np.ndarray:
+    """Labels over several rows: a blank (NOT_MENTIONED) cell adds nothing, different values conflict."""
+    old = st["labels"]
+    merged = old.copy()
+    for j, obs in enumerate(CHEXPERT_OBSERVATIONS):
+        a, b = int(old[j]), int(new[j])
+        if a == LabelState.NOT_MENTIONED:
+            merged[j] = b
+        elif b != LabelState.NOT_MENTIONED and a != b:
+            problems.add(ProblemKind.CONFLICTING_ROWS, file, f"label {b} differs from {a} on row {st['row']} of "
+                         "this study", row=i, field=cols.labels.get(obs, obs), study_key=key)
+    return merged
