@@ -150,3 +150,60 @@ def test_unmerged_lora_export_has_no_sentence_transformers_files(llama_dir, tmp_
     assert not (out / "modules.json").exists()
     merged = export_text_encoder(enc, tmp_path / "merged", merge_lora=True)
     assert (merged / "modules.json").is_file()
+
+
+# ------------------------------------------------------------------------------------------------------ vision
+@pytest.mark.parametrize("name,in_chans,size,resize", [("test_resnet", 1, 32, "pad"), ("test_vit", 3, 64, "crop")])
+def test_vision_export_loads_strictly_in_timm(tmp_path, name, in_chans, size, resize):
+    """timm rebuilds the exported tower from the folder alone (local-dir:) and by name with the file overlay;
+    every tensor equals the trained one, features are identical, and pretrained_cfg carries the run's
+    preprocessing with num_classes=0."""
+    import timm
+    from torch import nn
+
+    from cxr.data.transforms import TransformConfig
+    from cxr.models.timm_export import export_timm_vision, load_timm_vision
+    from cxr.models.vision import VisionTower
+
+    torch.manual_seed(0)
+    vision = VisionTower(name, in_chans=in_chans, image_size=size).eval()
+    proj = nn.Linear(vision.num_features, 8)
+    transform = TransformConfig(image_size=size, in_chans=in_chans, mean=0.45, std=0.22, eval_resize=resize)
+    out = export_timm_vision(vision, tmp_path / "vision", transform, proj)
+    images = torch.randn(3, in_chans, size, size)
+    cfg = json.loads((out / "config.json").read_text())
+    by_folder = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    by_name = timm.create_model(name, pretrained=True, **cfg["model_args"],
+                                pretrained_cfg_overlay={**cfg["pretrained_cfg"], "file": str(out / "model.safetensors")})
+    trained = vision.backbone.state_dict()
+    for model in (by_folder, by_name.eval()):
+        assert set(model.state_dict()) == set(trained)
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in trained.items())
+        with torch.no_grad():
+            assert _max_diff(model(images), vision(images)) == 0.0
+        data = timm.data.resolve_data_config({}, model=model)
+        assert tuple(data["input_size"]) == (in_chans, size, size) and tuple(data["mean"]) == (0.45,) * in_chans
+        assert tuple(data["std"]) == (0.22,) * in_chans and model.pretrained_cfg["num_classes"] == 0
+        assert data["crop_mode"] == ("center" if resize == "crop" else "border")
+    backbone, head, preprocess = load_timm_vision(out)
+    assert preprocess == transform and torch.equal(head.weight, proj.weight)
+    with torch.no_grad():
+        assert _max_diff(head(backbone(images)), proj(vision(images))) == 0.0
+
+
+def test_timm_loading_is_strict(tmp_path):
+    """The old export's prefixed keys now fail loudly in timm (strict), not silently as random weights."""
+    import timm
+    from safetensors.torch import save_file
+
+    from cxr.models.timm_export import export_timm_vision
+    from cxr.models.vision import VisionTower
+
+    out = export_timm_vision(VisionTower("test_resnet", in_chans=1, image_size=32), tmp_path / "v")
+    bad = tmp_path / "prefixed.safetensors"
+    save_file({f"vision.backbone.{k}": v.contiguous() for k, v in
+               VisionTower("test_resnet", in_chans=1, image_size=32).backbone.state_dict().items()}, str(bad))
+    cfg = json.loads((out / "config.json").read_text())
+    with pytest.raises(RuntimeError, match="Missing key"):
+        timm.create_model("test_resnet", pretrained=True, **cfg["model_args"],
+                          pretrained_cfg_overlay={**cfg["pretrained_cfg"], "file": str(bad)})
