@@ -30,23 +30,13 @@ class ExportedCLIP:
         return self.image_proj(self.vision(images))
 
 
-def export_clip(module, out_dir: str | Path) -> Path:
-    """Write ``model.safetensors`` (vision.*, image_proj.*, text_adapter.*, logit_scale) + ``clip_export.json``."""
-    from safetensors.torch import save_file
+def export_clip(module, out_dir: str | Path, include_text_encoder: bool = True) -> Path:
+    """Write a self-contained export: projection/adapter weights, the vision tower as a timm folder, the text
+    encoder as a sentence-transformers/transformers folder, and the stored preprocessing
+    (``cxr.models.clip_export_io``; ``cxr.load(out_dir)`` reloads it)."""
+    from cxr.models.clip_export_io import export_clip_folder
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    sd = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
-          if k.startswith(("vision.", "image_proj.", "text_adapter.")) or k == "logit_scale"}
-    save_file(sd, str(out / WEIGHTS))
-    v, t = module.vision, module.text
-    cfg = {"vision": {"model_name": v.model_name, "in_chans": v.in_chans, "image_size": v.image_size},
-           "embed_dim": int(module.image_proj.out_features),
-           "text": {"encoder": t.encoder_name, "adapter": t.adapter_kind.value, "adapter_blocks": t.adapter_blocks,
-                    "embedding_dim": t.embedding_dim, "instruction": t.instruction},
-           "loss": {"normalize": module.loss_config.normalize, "exp_scale": module.loss_config.exp_scale}}
-    (out / CONFIG).write_text(json.dumps(cfg, indent=2))
-    return out
+    return export_clip_folder(module, out_dir, include_text_encoder=include_text_encoder)
 
 
 def load_exported_clip(path: str | Path) -> ExportedCLIP:
@@ -56,6 +46,9 @@ def load_exported_clip(path: str | Path) -> ExportedCLIP:
     folder = Path(path)
     cfg = json.loads((folder / CONFIG).read_text())
     sd = load_file(str(folder / WEIGHTS))
+    if cfg.get("vision_dir"):  # the backbone lives in the timm folder (one copy of the weights)
+        backbone = load_file(str(folder / cfg["vision_dir"] / WEIGHTS))
+        sd.update({f"vision.backbone.{k}": v for k, v in backbone.items()})
     vision = VisionTower(**cfg["vision"])
     proj = nn.Linear(vision.num_features, cfg["embed_dim"])
     adapter = TextAdapter(AdapterKind(cfg["text"]["adapter"]), cfg["text"]["embedding_dim"], cfg["embed_dim"],

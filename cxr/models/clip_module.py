@@ -224,8 +224,18 @@ class CLIPAlignModule(LightningModule):
         return keep
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        from cxr.models.inference_config import INFERENCE_KEY, inference_record
+
         keep = self.trainable_state_keys()
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in keep}
+        # the eval preprocessing and text settings, so cxr.load() never has to guess them
+        checkpoint[INFERENCE_KEY] = inference_record(self)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        from cxr.models.inference_config import INFERENCE_KEY
+
+        # kept so an export of a reloaded module (no DataModule attached) carries the training's preprocessing
+        self.loaded_inference_record = checkpoint.get(INFERENCE_KEY)
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
         """Load a checkpoint that holds only :meth:`trainable_state_keys`; strict about everything else.
