@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export NO_ALBUMENTATIONS_UPDATE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: help setup demo test test-fast clean bench lock check-lock
+.PHONY: help setup demo lint test test-fast clean bench lock check-lock
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -21,7 +21,10 @@ setup: $(STAMP)  ## create .venv (if missing) and install cxr with its dev extra
 demo: $(STAMP)  ## synthetic CXR world -> dual-tower training -> retrieval metrics (CPU, a few minutes)
 	bash scripts/demo.sh $(PY)
 
-test: $(STAMP)  ## the whole test suite, offline
+lint: $(STAMP)  ## ruff (F, I, B, UP; settings in pyproject.toml)
+	$(PY) -m ruff check cxr tests benchmarks train.py eval.py
+
+test: lint  ## ruff, then the whole test suite, offline
 	$(PY) -m pytest tests
 
 test-fast: $(STAMP)  ## tests not marked slow

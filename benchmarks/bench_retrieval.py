@@ -29,7 +29,6 @@ def _case(name: str, n: int, d: int, chunk: int) -> dict:
     import resource
 
     import torch
-
     from torchmetrics.retrieval import RetrievalHitRate
 
     from cxr.metrics import ImageTextRetrieval

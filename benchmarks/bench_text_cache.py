@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 
 from cxr.data.batch import ImageTextBatch
-from cxr.data.records import stable_id
 from cxr.models.clip_module import CLIPAlignModule
 from cxr.models.text.tiny import RADIOLOGY_SENTENCES, build_tiny_model
-from cxr.models.text_tower import TextTower
+from cxr.models.text.tower import TextTower
 from cxr.models.vision import VisionTower
+from cxr.records import stable_id
 
 
 @dataclass
@@ -161,7 +161,7 @@ def table(t: Timings, info: dict, args) -> str:
     text_c, text_o = med(t.cached_text), med(t.online_text)
     toks = sorted(info["tokens"])
     # each pair ran back to back, so a pair's ratio is less exposed to load swings than the medians
-    ratios = [o / c for o, c in zip(t.online_step, t.cached_step)]
+    ratios = [o / c for o, c in zip(t.online_step, t.cached_step, strict=False)]
     pair_ratio = med(ratios)
     lines = [
         "| quantity | median | min–max |",

@@ -46,4 +46,4 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     padded[: x.shape[0]] = x
     out = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(out, padded.contiguous())
-    return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes)], dim=0)
+    return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes, strict=False)], dim=0)

@@ -11,10 +11,10 @@ from lightning.pytorch import LightningDataModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from cxr.data.batch import ImageTextBatch
-from cxr.data.records import stable_id
 from cxr.models.clip_module import CLIPAlignModule
-from cxr.models.text_tower import TextTower
+from cxr.models.text.tower import TextTower
 from cxr.models.vision import VisionTower
+from cxr.records import stable_id
 
 FINDINGS = ["No acute cardiopulmonary process.", "Large right pneumothorax with mediastinal shift.",
             "Small left pleural effusion with adjacent atelectasis.", "Moderate cardiomegaly.",
@@ -44,7 +44,7 @@ class PatternPairs(Dataset):
 
 
 def collate(samples) -> ImageTextBatch:
-    imgs, texts, keys, idx = zip(*samples)
+    imgs, texts, keys, idx = zip(*samples, strict=False)
     return ImageTextBatch(images=torch.stack(imgs), texts=list(texts), study_keys=list(keys),
                           study_ids=torch.tensor([stable_id(k) for k in keys]),
                           text_ids=torch.tensor([stable_id(t) for t in texts]),
@@ -193,7 +193,7 @@ def test_predict_writer_and_export_roundtrip(tmp_path, minilm_free_encoder) -> N
     from safetensors.torch import load_file
 
     from cxr.callbacks.embedding_writer import EmbeddingWriter
-    from cxr.callbacks.export import export_clip, load_exported_clip
+    from cxr.models.clip_export import export_clip, load_exported_clip
 
     dm = ToyDataModule()
     module = _module(minilm_free_encoder, tmp_path / "cache")

@@ -20,11 +20,11 @@ SEED = 0
 @pytest.mark.timeout(300)
 def test_short_run_beats_chance_on_synthetic_world(synthetic_dataset, tmp_path) -> None:
     from cxr.data.datamodule import CXRDataModule
-    from cxr.data.records import Split
     from cxr.data.sources.csv_manifest import CsvManifestSource
     from cxr.models.clip_module import CLIPAlignModule
-    from cxr.models.text_tower import TextTower
+    from cxr.models.text.tower import TextTower
     from cxr.models.vision import VisionTower
+    from cxr.records import Split
 
     root = synthetic_dataset("csv", num_studies=600, seed=0, image_size=64, split_fractions=(0.6, 0.1, 0.3))
     seed_everything(SEED)

@@ -11,10 +11,10 @@ from _data_writers import write_image, write_manifest
 
 from cxr.data.batch import ImageTextBatch
 from cxr.data.datamodule import CXRDataModule
-from cxr.data.records import Split, stable_id
 from cxr.data.sampling import SeededSampler
 from cxr.data.sources import CsvManifestSource
 from cxr.data.validation import DataValidationError
+from cxr.records import Split, stable_id
 
 
 def manifest(tmp_path: Path, name: str, n: int = 12, split: str | None = None) -> CsvManifestSource:

@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from cxr.data.datamodule import CXRDataModule
+from cxr.data.decode_errors import ImageDecodeError
 from cxr.data.image_cache import CacheFormat, ImageCache
-from cxr.data.images import ImageDecodeError, load_image
+from cxr.data.images import load_image
 from cxr.data.preprocess import preprocess
-from cxr.data.records import Split
 from cxr.data.sources.mimic_cxr import MimicCxrSource
 from cxr.data.validation import DataValidationError
+from cxr.records import Split
 
 CACHE_SIZE = 24
 

@@ -18,8 +18,8 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from cxr.data.decode_errors import DecodeDefect, ImageDecodeError
 from cxr.data.dicom import VoiMode, decode_dicom, probe_dicom, write_dicom
-from cxr.data.images import DecodeDefect, ImageDecodeError
 
 CR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.1"
 

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxr.data.decode_errors import DecodeDefect, ImageDecodeError
 from cxr.data.dicom import write_dicom
-from cxr.data.images import DecodeDefect, ImageDecodeError, is_dicom_file, load_image, probe_image
+from cxr.data.images import is_dicom_file, load_image, probe_image
 
 
 def phantom(bits: int, shape: tuple[int, int] = (48, 40), seed: int = 0) -> np.ndarray:

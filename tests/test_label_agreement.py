@@ -7,7 +7,13 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
-from cxr.labels import CHEXPERT_OBSERVATIONS, OBSERVATION_INDEX, LabelState, UncertainPolicy, labels_from_mapping
+from cxr.labels import (
+    CHEXPERT_OBSERVATIONS,
+    OBSERVATION_INDEX,
+    LabelState,
+    UncertainPolicy,
+    labels_from_mapping,
+)
 from cxr.metrics import ImageTextRetrieval
 from cxr.metrics.label_agreement import (
     COMPETITION_OBSERVATIONS,

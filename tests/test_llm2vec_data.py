@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxr.data.pair_datamodule import PairDataset, collate_pairs
-from cxr.data.task_sampler import TaskBatchSampler
+from cxr.data.pairs.datamodule import PairDataset, collate_pairs
+from cxr.data.pairs.pairs import PairRecord
+from cxr.data.pairs.task_sampler import TaskBatchSampler
+from cxr.data.pairs.tasks import TASK_SPECS, PairTask
 from cxr.losses.mntp import IGNORE_INDEX, mntp_loss, mntp_mask
-from cxr.text.pairs import PairRecord
-from cxr.text.tasks import TASK_SPECS, PairTask
 
 TASKS = ["a"] * 23 + ["b"] * 9 + ["c"] * 3
 
@@ -33,7 +33,7 @@ def test_ranks_take_disjoint_slices_of_each_global_batch():
     per_rank = [list(TaskBatchSampler(TASKS, 3, rank=r, world_size=2, seed=5)) for r in range(2)]
     glob = TaskBatchSampler(TASKS, 3, world_size=2, seed=5).global_batches()
     assert len(per_rank[0]) == len(per_rank[1]) == len(glob)
-    for b0, b1, g in zip(*per_rank, glob):
+    for b0, b1, g in zip(*per_rank, glob, strict=False):
         assert b0 + b1 == g and len(b0) == len(b1) == 3
     with pytest.raises(ValueError):
         TaskBatchSampler(TASKS, 2, rank=2, world_size=2)

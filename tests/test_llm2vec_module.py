@@ -9,12 +9,17 @@ import lightning as L
 import pytest
 import torch
 
-from cxr.data.pair_datamodule import PairDataModule
-from cxr.data.records import Split
+from cxr.data.pairs.datamodule import PairDataModule
+from cxr.data.pairs.pairs import PairBuildOptions, build_pairs, records_from_report_manifest
+from cxr.data.pairs.tasks import PairTask
 from cxr.losses.info_nce import hard_negative_info_nce
-from cxr.models.llm2vec_module import AdaptStage, LLM2VecModule, evaluate_pair_retrieval, pair_retrieval_recall
-from cxr.text.pairs import PairBuildOptions, build_pairs, records_from_report_manifest
-from cxr.text.tasks import PairTask
+from cxr.models.llm2vec_module import (
+    AdaptStage,
+    LLM2VecModule,
+    evaluate_pair_retrieval,
+    pair_retrieval_recall,
+)
+from cxr.records import Split
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -134,7 +139,7 @@ def test_minilm_demo_improves_findings_to_impression_r1(synthetic_dataset):
 
 def test_mntp_uses_blank_token_when_tokenizer_has_no_mask(tmp_path):
     """Llama/Qwen tokenizers have no mask token: MNTP masks with the authors' blank ``_`` (paper §A.4)."""
-    from cxr.data.pair_datamodule import PairBatch
+    from cxr.data.pairs.datamodule import PairBatch
     from cxr.models.text.tiny import build_tiny_model
 
     path = build_tiny_model("qwen2", tmp_path / "qwen", tokenizer="qwen", hidden_size=32, heads=4, kv_heads=2,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from _tiny_clip_run import predict_embeddings, train_tiny_clip
+
 from cxr.evaluation import notebook_helpers as nh
 from cxr.labels import CHEXPERT_OBSERVATIONS
 

@@ -8,12 +8,20 @@ import random
 import numpy as np
 import pytest
 
-from cxr.data.records import ReportSections, Split, StudyRecord
+from cxr.data.pairs.pairs import (
+    PairBuildOptions,
+    PairDataError,
+    PairRecord,
+    build_pairs,
+    main,
+    read_pairs_csv,
+    records_from_report_manifest,
+    write_pairs_csv,
+)
+from cxr.data.pairs.tasks import TASK_SPECS, PairTask
 from cxr.labels import LabelState, labels_from_mapping
-from cxr.text.label_text import flipped_label_sentence, label_sentence
-from cxr.text.pairs import (PairBuildOptions, PairDataError, PairRecord, build_pairs, main, read_pairs_csv,
-                            records_from_report_manifest, write_pairs_csv)
-from cxr.text.tasks import TASK_SPECS, PairTask
+from cxr.records import ReportSections, Split, StudyRecord
+from cxr.reports.label_text import flipped_label_sentence, label_sentence
 
 
 def _study(i: int, findings: str | None, impression: str | None, labels: dict | None = None) -> StudyRecord:

@@ -10,9 +10,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cxr.text.paraphrase import (ParaphraseClient, ParaphraseError, ParaphraseSettings, build_messages,
-                                 paraphrase_csv, paraphrase_pairs)
-from cxr.text.tasks import PairTask
+from cxr.data.pairs.paraphrase import (
+    ParaphraseClient,
+    ParaphraseError,
+    ParaphraseSettings,
+    build_messages,
+    paraphrase_csv,
+    paraphrase_pairs,
+)
+from cxr.data.pairs.tasks import PairTask
 
 
 class FakeServer:

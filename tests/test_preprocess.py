@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from cxr.data.decode_errors import DecodeDefect, ImageDecodeError
 from cxr.data.dicom import write_dicom
 from cxr.data.image_cache import CachedImageLoader, CacheFormat, ImageCache
-from cxr.data.images import DecodeDefect, ImageDecodeError, load_image
+from cxr.data.images import load_image
 from cxr.data.preprocess import ErrorPolicy, main, preprocess, resize_longest
 
 SIZE = 32

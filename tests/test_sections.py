@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from cxr.data.report_text import compose_report_text
-from cxr.data.sections import mimic_report_sections, normalize_section_name, split_sections
+from cxr.reports.compose import compose_report_text
+from cxr.reports.mimic_sections import mimic_report_sections, normalize_section_name, split_sections
 
 OFFICIAL_EXAMPLE = (
     "                                 FINAL REPORT\n"

@@ -7,15 +7,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _data_writers import (MimicStudy, chexpert_plus_row, default_chexpert_plus_rows, write_chexpert_plus,
-                           write_csv, write_image, write_manifest, write_mimic, write_openi)
+from _data_writers import (
+    MimicStudy,
+    chexpert_plus_row,
+    default_chexpert_plus_rows,
+    write_chexpert_plus,
+    write_csv,
+    write_image,
+    write_manifest,
+    write_mimic,
+    write_openi,
+)
 
-from cxr.data.records import Split, ViewPosition
-from cxr.data.report_text import compose_report_text
 from cxr.data.sources import ChexpertPlusSource, CsvManifestSource, MimicCxrSource, OpenISource
 from cxr.data.sources.csv_manifest import patient_split, split_list_cell
 from cxr.data.validation import ProblemLog
 from cxr.labels import OBSERVATION_INDEX, LabelState
+from cxr.records import Split, ViewPosition
+from cxr.reports.compose import compose_report_text
 
 
 def load(source) -> tuple[dict, ProblemLog]:

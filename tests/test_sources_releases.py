@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from cxr.data.datamodule import CXRDataModule
-from cxr.data.records import Split, ViewPosition
-from cxr.data.report_text import compose_report_text, normalize_whitespace
 from cxr.data.sources import MimicCxrSource, OpenIXmlSource, R2GenSource
 from cxr.data.sources.openi_xml import parse_openi_xml
 from cxr.data.synthetic import load_synthetic_truth
 from cxr.data.validation import DataValidationError, ImageCheck, ProblemKind, ProblemLog, find_record_problems
 from cxr.labels import OBSERVATION_INDEX, LabelState
+from cxr.records import Split, ViewPosition
+from cxr.reports.compose import compose_report_text, normalize_whitespace
 
 
 def _load(source) -> tuple[list, ProblemLog]:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from cxr.data.records import Split, ViewPosition
-from cxr.data.report_text import normalize_whitespace
 from cxr.data.sources import ChexpertPlusSource, CsvManifestSource, MimicCxrSource, OpenISource
 from cxr.data.validation import ImageCheck, ProblemLog, find_record_problems
+from cxr.records import Split, ViewPosition
+from cxr.reports.compose import normalize_whitespace
 
 synthetic = pytest.importorskip("cxr.data.synthetic")
 if not hasattr(synthetic, "write_synthetic_dataset"):  # the writer lands in parallel with this file

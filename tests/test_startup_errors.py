@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from _demo_config import demo_config
+from PIL import Image
 
 
 def _manifest(tmp_path: Path, drop_column: str | None = None) -> Path:

@@ -196,7 +196,7 @@ def test_openi_layout(synthetic_dataset):
         assert re.fullmatch(rf"{p['uid']}_IM-\d{{4}}-\d{{4}}\.dcm\.png", p["filename"])
         assert p["projection"] in ("Frontal", "Lateral")
         assert (root / "images/images_normalized" / p["filename"]).is_file()
-    for r, rec in zip(reports, truth):
+    for r, rec in zip(reports, truth, strict=False):
         positives = [n for n in CHEXPERT_OBSERVATIONS if rec.labels[OBSERVATION_INDEX[n]] == 1 and n != "No Finding"]
         # "normal" = a normal report (No Finding positive) with no device; hedged-only studies are "No Indexing".
         normal = rec.labels[OBSERVATION_INDEX["No Finding"]] == 1 and not positives

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cxr.data.records import ViewPosition
 from cxr.data.synthetic.findings import Device, Finding, Laterality, PlacedDevice, Severity, Zone
 from cxr.data.synthetic.phantom import PhantomSpec, render_phantom
 from cxr.labels import LabelState
+from cxr.records import ViewPosition
 
 SIZE = 64
 

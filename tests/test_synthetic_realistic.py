@@ -109,7 +109,7 @@ def test_corpus_cli_and_records(tmp_path, capsys):
     assert main(["--out", str(tmp_path), "--num-reports", "60", "--seed", "4"]) == 0
     out = capsys.readouterr().out
     assert "wrote 60 reports" in out and "pneumothorax" not in out.lower()
-    from cxr.text.pairs import records_from_report_manifest
+    from cxr.data.pairs.pairs import records_from_report_manifest
     records = records_from_report_manifest(tmp_path / "reports.csv")
     assert len(records) == 60
     in_memory = corpus_records(realistic_corpus(60, seed=4))
@@ -120,10 +120,10 @@ def test_corpus_cli_and_records(tmp_path, capsys):
 
 @pytest.mark.parametrize("layout", ["csv", "mimic-cxr-jpg", "chexpert-plus", "openi"])
 def test_realistic_world_writes_and_loads_in_every_layout(tmp_path, layout):
-    from cxr.data.report_text import normalize_whitespace
     from cxr.data.sources import ChexpertPlusSource, CsvManifestSource, MimicCxrSource, OpenISource
     from cxr.data.synthetic import load_synthetic_truth
     from cxr.data.validation import ProblemLog
+    from cxr.reports.compose import normalize_whitespace
 
     studies = write_synthetic_dataset(tmp_path, layout, 60, seed=2, image_size=32, report_styles="realistic")
     assert any(s.impression_text is None for s in studies) and any(s.findings_text is None for s in studies)

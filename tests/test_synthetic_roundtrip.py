@@ -9,13 +9,13 @@ import pydicom
 import pytest
 
 from cxr.data.dicom import decode_dicom
-from cxr.data.report_text import normalize_whitespace
 from cxr.data.sources import ChexpertPlusSource, CsvManifestSource, MimicCxrSource, OpenISource
 from cxr.data.synthetic import load_synthetic_truth, write_synthetic_dataset
 from cxr.data.synthetic.layouts.dicom_files import MIN_JPEG2000_SIZE, DicomSyntax
 from cxr.data.synthetic.layouts.files import render_views
 from cxr.data.validation import ProblemLog
 from cxr.labels import OBSERVATION_INDEX, LabelState
+from cxr.reports.compose import normalize_whitespace
 
 
 def test_dicom_layout_below_jpeg2000_minimum_size(tmp_path: Path) -> None:
@@ -25,7 +25,7 @@ def test_dicom_layout_below_jpeg2000_minimum_size(tmp_path: Path) -> None:
     studies = write_synthetic_dataset(tmp_path, "mimic-cxr-dicom", 16, seed=5, image_size=size)
     syntaxes = set()
     for study in studies:
-        for view, img in zip(study.views, render_views(study, size)):
+        for view, img in zip(study.views, render_views(study, size), strict=False):
             path = tmp_path / f"files/p{study.patient_id[:2]}/p{study.patient_id}/s{study.study_id}/{view.image_id}.dcm"
             syntaxes.add(str(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID))
             assert np.abs(decode_dicom(path) - img).max() < 1e-3, path.name

@@ -8,7 +8,6 @@ import json
 import pytest
 import torch
 
-from cxr.data.records import ImageRef, ReportSections, Split, StudyRecord
 from cxr.evaluation.text_benchmarks import (
     ChoiceItem,
     RetrievalItem,
@@ -19,6 +18,7 @@ from cxr.evaluation.text_benchmarks import (
     retrieval_benchmark,
     summarization_items,
 )
+from cxr.records import ImageRef, ReportSections, Split, StudyRecord
 
 
 def _table_encoder(table: dict[str, list[float]]):

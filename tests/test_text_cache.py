@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr.models.text_cache import MANIFEST, TextEmbeddingCache, text_key
+from cxr.models.text.cache import MANIFEST, TextEmbeddingCache, text_key
 
 TEXTS = ["[FINDINGS] Lungs are clear. [IMPRESSION] No acute process.", "[IMPRESSION] Small left effusion.",
          "[FINDINGS] Heart size is normal."]
@@ -59,7 +59,7 @@ def test_killed_writer_subprocess_leaves_cache_consistent(tmp_path) -> None:
     cache.add([text_key("kept", None)], torch.full((1, 256), 3.0))
     script = textwrap.dedent(f"""
         import os, sys, numpy as np
-        from cxr.models import text_cache as tc
+        from cxr.models.text import cache as tc
         real_save = np.save
         def slow_save(f, arr):  # write half, announce, then wait to be killed
             f.write(b"\\x93NUMPY" + b"0" * 1000)
@@ -102,7 +102,7 @@ def tiny_llama(tmp_path_factory):
 
 
 def test_tower_fills_cache_then_never_builds_encoder(tmp_path, tiny_llama) -> None:
-    from cxr.models.text_tower import TextTower
+    from cxr.models.text.tower import TextTower
 
     tower = TextTower(str(tiny_llama), use_cache=True, cache_dir=str(tmp_path), instruction=None)
     assert tower.fill_cache(TEXTS + TEXTS[:1]) == 3
@@ -126,7 +126,7 @@ def test_fingerprint_changes_with_weights_and_settings(tmp_path, tiny_llama) -> 
 
     from safetensors.torch import load_file, save_file
 
-    from cxr.models.text_tower import TextTower
+    from cxr.models.text.tower import TextTower
 
     base = TextTower(str(tiny_llama), use_cache=False, instruction=None)
     assert base.fingerprint() == TextTower(str(tiny_llama), use_cache=False, instruction=None).fingerprint()
@@ -149,7 +149,7 @@ def test_fingerprint_changes_with_weights_and_settings(tmp_path, tiny_llama) -> 
 
 def test_cache_with_lora_or_without_dir_is_refused(tiny_llama) -> None:
     from cxr.models.text.lora import LoraSettings
-    from cxr.models.text_tower import TextTower
+    from cxr.models.text.tower import TextTower
 
     with pytest.raises(ValueError, match="frozen encoder"):
         TextTower(str(tiny_llama), use_cache=True, cache_dir="x", lora=LoraSettings())
@@ -162,7 +162,7 @@ def test_cache_with_lora_or_without_dir_is_refused(tiny_llama) -> None:
 def test_frozen_encoder_stays_in_eval_mode_when_the_module_trains(tiny_llama) -> None:
     """Lightning calls ``model.train()`` at fit start; a frozen encoder must not switch dropout on."""
     from cxr.models.text.lora import LoraSettings
-    from cxr.models.text_tower import TextTower
+    from cxr.models.text.tower import TextTower
 
     frozen = TextTower(str(tiny_llama), use_cache=False, instruction=None)
     frozen.build_encoder()

@@ -34,7 +34,7 @@ def _free_port() -> int:
 
 
 def _tower(encoder: str, cache_dir: str):
-    from cxr.models.text_tower import TextTower
+    from cxr.models.text.tower import TextTower
 
     return TextTower(encoder, use_cache=True, cache_dir=cache_dir, instruction="auto", encode_batch_size=2)
 
@@ -81,7 +81,7 @@ def tiny_llama(tmp_path_factory):
 
 @pytest.mark.timeout(180)
 def test_two_rank_fill_matches_single_process(tmp_path, tiny_llama) -> None:
-    from cxr.models.text_cache import MANIFEST, TextEmbeddingCache
+    from cxr.models.text.cache import MANIFEST, TextEmbeddingCache
 
     cache_dir, out = tmp_path / "cache", tmp_path / "out"
     out.mkdir()

@@ -123,7 +123,7 @@ def test_lora_gradient_checkpointing_and_freeze(llama_dir):
         assert trainable and all("lora_" in n and "llm2clip" in n for n in trainable)
         layer = enc.model.get_base_model().layers[0]
         calls = []
-        layer.self_attn.register_forward_hook(lambda *_: calls.append(1))
+        layer.self_attn.register_forward_hook(lambda *_, calls=calls: calls.append(1))
         emb = enc(enc.tokenize(TEXTS[:2]))
         forward_calls = len(calls)
         emb.float().pow(2).sum().backward()

@@ -10,14 +10,21 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from _data_writers import (MimicStudy, default_mimic_studies, write_chexpert_plus, write_csv, write_manifest,
-                           write_mimic, write_openi)
+from _data_writers import (
+    MimicStudy,
+    default_mimic_studies,
+    write_chexpert_plus,
+    write_csv,
+    write_manifest,
+    write_mimic,
+    write_openi,
+)
 
 from cxr.data.datamodule import CXRDataModule
-from cxr.data.records import Split
 from cxr.data.sources import ChexpertPlusSource, CsvManifestSource, MimicCxrSource, OpenISource
 from cxr.data.sources.base import DatasetSource
 from cxr.data.validation import DataValidationError, ProblemKind
+from cxr.records import Split
 
 GOOD = 6  # studies of a clean manifest
 
@@ -374,8 +381,8 @@ def test_image_check_none_skips_file_checks(tmp_path: Path) -> None:
 
 def test_patients_in_two_splits_are_found_in_one_pass_over_the_records() -> None:
     """A manifest split per study puts many patients in two splits; each must not rescan every record."""
-    from cxr.data.records import ImageRef, ReportSections, Split, StudyRecord
     from cxr.data.validation import ImageCheck, find_record_problems
+    from cxr.records import ImageRef, ReportSections, Split, StudyRecord
 
     class CountingList(list):
         iterations = 0

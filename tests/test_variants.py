@@ -6,11 +6,19 @@ import random
 
 import pytest
 
-from cxr.text.abbreviations import contract_abbreviations, expand_abbreviations, find_abbreviations
-from cxr.text.anatomy import AnatomicalRegion, classify_sentence
-from cxr.text.sentences import all_sentences, parse_sections, render_sections
-from cxr.text.variants import (VariantKind, anatomical_partition, is_noncritical, make_variants,
-                               omit_sentences, partition_by_region, sentence_shuffle, sentence_split)
+from cxr.reports.abbreviations import contract_abbreviations, expand_abbreviations, find_abbreviations
+from cxr.reports.anatomy import AnatomicalRegion, classify_sentence
+from cxr.reports.sentences import all_sentences, parse_sections, render_sections
+from cxr.reports.variants import (
+    VariantKind,
+    anatomical_partition,
+    is_noncritical,
+    make_variants,
+    omit_sentences,
+    partition_by_region,
+    sentence_shuffle,
+    sentence_split,
+)
 
 REPORT = ("[FINDINGS] Portable AP view of the chest. ETT tip is 4 cm above the carina. There is a small left "
           "pleural effusion. No pneumothorax. Heart size is normal. Mild RLL atelectasis. No acute fracture. "

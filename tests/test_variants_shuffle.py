@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from cxr.text.shuffle import shuffle_sentences, split_sentences
+from cxr.reports.sentences import split_sentences
+from cxr.reports.shuffle import shuffle_sentences
 
 REPORT = ("[FINDINGS] Lungs are clear. No effusion. Heart size is normal. Bones intact. "
           "[IMPRESSION] No acute process. Stable exam.")

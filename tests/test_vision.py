@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cxr.models.param_groups import clip_param_groups
+from cxr.models.optim import clip_param_groups
 from cxr.models.vision import VisionTower
 
 

@@ -214,7 +214,7 @@ def test_label_file_errors_name_row_and_column(tmp_path):
 def test_prompts_bypass_the_text_cache_without_warnings(tmp_path, caplog):
     from cxr.models.clip_module import CLIPAlignModule
     from cxr.models.text.tiny import build_tiny_model
-    from cxr.models.text_tower import TextTower
+    from cxr.models.text.tower import TextTower
     from cxr.models.vision import VisionTower
 
     enc = build_tiny_model("llama", tmp_path / "llama", hidden_size=32, layers=1, heads=2, kv_heads=1)

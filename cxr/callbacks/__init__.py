@@ -1,1 +1,1 @@
-"""Lightning callbacks: embedding writer (predict) and inference export."""
+"""Lightning callbacks: the embedding writer (predict)."""

@@ -1,1 +1,1 @@
-"""Data: records, sources, images, transforms, the synthetic CXR world and DataModules."""
+"""Data: sources, images, transforms, validation, the synthetic CXR world, datasets and DataModules."""

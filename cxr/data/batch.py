@@ -15,7 +15,7 @@ class ImageTextBatch:
         images: ``(B, C, H, W)`` float tensor.
         texts: the report text given to the text tower, one per sample.
         study_keys: source-qualified study keys (``StudyRecord.key``).
-        study_ids: ``(B,)`` int64 :func:`~cxr.data.records.stable_id` of the study key; two images of one
+        study_ids: ``(B,)`` int64 :func:`~cxr.records.stable_id` of the study key; two images of one
             study share it, so losses and metrics can treat them as positives, never as negatives.
         text_ids: ``(B,)`` int64 stable id of the normalised text; identical reports share it.
         sample_index: ``(B,)`` int64 index of the sample in its dataset, used to drop the duplicates a

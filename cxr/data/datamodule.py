@@ -11,13 +11,21 @@ from torch.utils.data import DataLoader, SequentialSampler
 
 from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
 from cxr.data.image_cache import CachedImageLoader
-from cxr.data.records import Split, StudyRecord
 from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
 from cxr.data.sources.base import DatasetSource
 from cxr.data.sources.tables import TableError
 from cxr.data.transforms import TransformConfig
-from cxr.data.validation import (BadInputPolicy, DataValidationError, ImageCheck, Problem, ProblemLog,
-                                 apply_policy, dedupe_problems, find_record_problems)
+from cxr.data.validation import (
+    BadInputPolicy,
+    DataValidationError,
+    ImageCheck,
+    Problem,
+    ProblemLog,
+    apply_policy,
+    dedupe_problems,
+    find_record_problems,
+)
+from cxr.records import Split, StudyRecord
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +230,7 @@ class CXRDataModule(LightningDataModule):
         weights = None
         if self.train_weights is not None:
             weights = mixing_weights(dataset.source_of_items(),
-                                     {s.name: w for s, w in zip(self.sources, self.train_weights)})
+                                     {s.name: w for s, w in zip(self.sources, self.train_weights, strict=False)})
         sampler = SeededSampler(len(dataset), weights=weights, num_samples=self.samples_per_epoch, seed=self.seed)
         if len(sampler) < self.batch_size:
             raise ValueError(f"{len(sampler)} training samples per epoch is fewer than one batch "
@@ -246,7 +254,7 @@ class CXRDataModule(LightningDataModule):
 def records_by_source(records: list[StudyRecord]) -> dict[str, int]:
     """Study counts per source (for summaries)."""
     names, counts = np.unique([r.source for r in records], return_counts=True)
-    return dict(zip(names.tolist(), counts.tolist()))
+    return dict(zip(names.tolist(), counts.tolist(), strict=False))
 
 
 __all__ = ["CXRDataModule", "records_by_source"]

@@ -11,9 +11,10 @@ import torch
 from torch.utils.data import Dataset
 
 from cxr.data.batch import ImageTextBatch
-from cxr.data.records import ImageRef, StudyRecord, stable_id
-from cxr.data.report_text import compose_report_text, normalize_whitespace
 from cxr.data.sampling import SampleKey, SamplingUnit, ViewPolicy, eligible_images, eval_image
+from cxr.records import ImageRef, StudyRecord, stable_id
+from cxr.reports.compose import compose_report_text, text_id
+from cxr.reports.shuffle import shuffle_sentences
 
 ImageLoader = Callable[[str], np.ndarray]
 Transform = Callable[..., torch.Tensor]  # (pixels, seed=None) -> tensor, e.g. ImageTransform
@@ -38,11 +39,6 @@ class Sample:
     sample_index: int
     labels: np.ndarray
     source: str
-
-
-def text_id(text: str) -> int:
-    """Stable id of a report text (whitespace-normalised, case kept): identical reports share it."""
-    return stable_id(normalize_whitespace(text))
 
 
 def build_items(records: Sequence[StudyRecord], train: bool, view_policy: ViewPolicy, sampling: SamplingUnit,
@@ -114,8 +110,6 @@ class ImageTextDataset(Dataset):
             raise RuntimeError(f"cannot load image {image_ref.path} of study {record.key}: {err}") from err
         text = self.texts[item.record_index]
         if rng is not None and self.text_shuffle_prob > 0 and rng.random() < self.text_shuffle_prob:
-            from cxr.text.shuffle import shuffle_sentences
-
             text = shuffle_sentences(text, rng, sectioned=self.tagged_sections)
         # Drawn last so the view choice and text shuffle of a given seed stay as they were.
         aug_seed = rng.getrandbits(32) if rng is not None else None

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.data.images import DecodeDefect, ImageDecodeError
+from cxr.data.decode_errors import DecodeDefect, ImageDecodeError
 
 log = logging.getLogger(__name__)
 

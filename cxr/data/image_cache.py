@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.data.images import RASTER_SUFFIXES, DICOM_SUFFIXES, DecodeDefect, ImageDecodeError, load_image
+from cxr.data.decode_errors import DecodeDefect, ImageDecodeError
+from cxr.data.images import DICOM_SUFFIXES, RASTER_SUFFIXES, load_image
 
 CONFIG_NAME = "cache.json"
 INDEX_NAME = "index.json"

@@ -8,45 +8,15 @@ nothing here ever returns a blank stand-in image.
 from __future__ import annotations
 
 import os
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
+from cxr.data.decode_errors import DecodeDefect, ImageDecodeError
+from cxr.data.dicom import decode_dicom, probe_dicom
+
 DICOM_SUFFIXES = (".dcm", ".dicom", ".dic")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-
-
-class DecodeDefect(str, Enum):
-    """What was wrong with an image file (closed set, for counting skips and for tests)."""
-
-    MISSING = "missing"
-    NOT_DICOM = "not_dicom"
-    UNREADABLE = "unreadable"
-    NO_PIXEL_DATA = "no_pixel_data"
-    COLOR = "color"
-    UNSUPPORTED_SYNTAX = "unsupported_syntax"
-    MISSING_PLUGIN = "missing_plugin"
-    TRUNCATED = "truncated"
-    UNDECODABLE = "undecodable"
-    BAD_FRAME = "bad_frame"
-    CONSTANT = "constant"
-    NO_VOI = "no_voi"
-    BAD_VOI = "bad_voi"
-    UNSUPPORTED_FORMAT = "unsupported_format"
-
-
-class ImageDecodeError(ValueError):
-    """An image file that cannot be turned into pixels; ``path`` and ``defect`` say which and why."""
-
-    def __init__(self, path: str | os.PathLike[str], defect: DecodeDefect, reason: str) -> None:
-        self.path = str(path)
-        self.defect = DecodeDefect(defect)
-        self.reason = reason
-        super().__init__(f"{self.path}: {self.defect.value}: {reason}")
-
-    def __reduce__(self):  # keep the typed fields across multiprocessing pickling
-        return (type(self), (self.path, self.defect, self.reason))
 
 
 def is_dicom_file(path: str | os.PathLike[str]) -> bool:
@@ -74,8 +44,6 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     if not path.is_file():
         raise ImageDecodeError(path, DecodeDefect.MISSING, "file does not exist")
     if is_dicom_file(path):
-        from cxr.data.dicom import decode_dicom
-
         return decode_dicom(path)
     return _load_raster(path)
 
@@ -91,8 +59,6 @@ def probe_image(path: str | os.PathLike[str]) -> None:
     if not path.is_file():
         raise ImageDecodeError(path, DecodeDefect.MISSING, "file does not exist")
     if is_dicom_file(path):
-        from cxr.data.dicom import probe_dicom
-
         probe_dicom(path)
         return
     from PIL import Image, UnidentifiedImageError

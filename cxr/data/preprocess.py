@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cxr.data.decode_errors import DecodeDefect, ImageDecodeError
 from cxr.data.image_cache import (
     ARRAY_NAME,
     INDEX_NAME,
@@ -38,7 +39,7 @@ from cxr.data.image_cache import (
     load_memmap_index,
     save_memmap_index,
 )
-from cxr.data.images import DICOM_SUFFIXES, RASTER_SUFFIXES, DecodeDefect, ImageDecodeError, is_dicom_file, load_image
+from cxr.data.images import DICOM_SUFFIXES, RASTER_SUFFIXES, is_dicom_file, load_image
 
 log = logging.getLogger(__name__)
 _INDEX_SAVE_EVERY = 256

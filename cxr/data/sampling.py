@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-from cxr.data.records import ImageRef, StudyRecord, ViewPosition
+from cxr.records import ImageRef, StudyRecord, ViewPosition
 
 
 class ViewPolicy(str, Enum):
@@ -101,7 +101,7 @@ class SeededSampler(Sampler[SampleKey]):
         else:
             order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=gen)
         seeds = torch.randint(0, 2**62, (self.num_samples,), generator=gen)
-        for idx, s in zip(order.tolist(), seeds.tolist()):
+        for idx, s in zip(order.tolist(), seeds.tolist(), strict=False):
             yield SampleKey(idx, s)
 
 

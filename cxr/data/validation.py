@@ -8,12 +8,15 @@ text or pixels (medical data stays out of logs).
 from __future__ import annotations
 
 import logging
+import os
 from collections import Counter, defaultdict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
 
-from cxr.data.records import StudyRecord
+from cxr.data.decode_errors import ImageDecodeError
+from cxr.data.images import probe_image
+from cxr.records import StudyRecord
 
 log = logging.getLogger(__name__)
 
@@ -180,15 +183,11 @@ def find_record_problems(records: Sequence[StudyRecord], file: str, image_check:
 def find_image_problems(records: Sequence[StudyRecord], file: str, image_check: ImageCheck,
                         cached: Container[str] = ()) -> list[Problem]:
     """Missing (and, with PROBE, unreadable/truncated/unsupported) images of ``records`` not in ``cached``."""
-    import os
-
     if image_check is ImageCheck.NONE:
         return []
     probe = None
     decode_error: type[Exception] = Exception
     if image_check is ImageCheck.PROBE:
-        from cxr.data.images import ImageDecodeError, probe_image
-
         probe, decode_error = probe_image, ImageDecodeError
     out: list[Problem] = []
     for rec in records:

@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cxr.data.records import Split
 from cxr.labels import UncertainPolicy
 from cxr.metrics.ranking import TieRule
 from cxr.metrics.retrieval import RetrievalProtocol
+from cxr.records import Split
 
 if TYPE_CHECKING:
     from cxr.evaluation.engine import EvalRuntime

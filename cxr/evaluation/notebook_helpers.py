@@ -101,7 +101,7 @@ def finding_groups(meta: pd.DataFrame, findings: Sequence[str] = KEY_FINDINGS) -
     positive = meta[list(findings)].to_numpy() == 1
     no_finding = meta[NO_FINDING].to_numpy() == 1
     groups = []
-    for row, nf in zip(positive, no_finding):
+    for row, nf in zip(positive, no_finding, strict=False):
         hit = np.flatnonzero(row)
         groups.append(findings[hit[0]] if hit.size else (NO_FINDING if nf else OTHER_FINDINGS))
     return groups
@@ -210,7 +210,7 @@ def load_sample_data(pred: Predictions, run_config: str | Path) -> SampleData:
             raise TypeError(f"{run_config}: the predict dataset {type(dataset).__name__} has no {attr!r}; "
                             f"retrieval examples need cxr's ImageTextDataset")
     texts, text_ids, paths = [], [], []
-    for row, (index, key) in enumerate(zip(pred.sample_index.tolist(), pred.meta["study_key"])):
+    for row, (index, key) in enumerate(zip(pred.sample_index.tolist(), pred.meta["study_key"], strict=False)):
         if index >= len(dataset):
             raise ValueError(f"meta row {row}: sample_index {index} is beyond the {len(dataset)} predict samples "
                              f"of {run_config}; the embeddings come from different data")
@@ -293,7 +293,7 @@ def retrieval_examples(pred: Predictions, data: SampleData, num_queries: int = 4
     for qi in pick.tolist():
         q = int(q_rows[qi])
         retrieved = []
-        for ci, score in zip(i2t.ranks.topk_indices[qi].tolist(), i2t.ranks.topk_scores[qi].tolist()):
+        for ci, score in zip(i2t.ranks.topk_indices[qi].tolist(), i2t.ranks.topk_scores[qi].tolist(), strict=False):
             c = int(c_rows[ci])
             correct = bool(pred.study_ids[c] == pred.study_ids[q] or data.text_ids[c] == data.text_ids[q])
             retrieved.append(RetrievedReport(study_key=keys[c], text=data.texts[c], score=float(score),

@@ -14,11 +14,11 @@ import torch
 from lightning.pytorch import LightningDataModule, Trainer
 from torch import nn
 
-from cxr.data.records import Split
 from cxr.evaluation.engine import EmbeddingEvalModule, EvalRuntime, build_eval_trainer
 from cxr.labels import UncertainPolicy
 from cxr.metrics.ranking import TieRule
 from cxr.metrics.retrieval import ImageTextRetrieval, RetrievalDetails, RetrievalProtocol
+from cxr.records import Split
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@
   (correct strictly best), tie-aware accuracy (1/#tied when the correct one ties for best), mean margin
   (correct − best wrong), mean rank; chance 0.25.
 
-Items come from :class:`StudyRecord`s (built here with ``cxr.text.abbreviations`` / ``cxr.text.errors``) or
+Items come from :class:`StudyRecord`s (built here with ``cxr.reports.abbreviations`` / ``cxr.reports.errors``) or
 from CSVs: retrieval ``instruction,query,answer``; choice ``instruction,query,candidate0..candidate3[,correct]``
 (``correct`` defaults to 0). CLI::
 
@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cxr.data.records import StudyRecord, stable_id
 from cxr.metrics.ranking import positives_from_ids, retrieval_ranks, summarize_ranks
+from cxr.records import StudyRecord, stable_id
 
 #: ``encode(inputs) -> (N, D)``; inputs are strings or ``(instruction, text)`` pairs (``TextEncoder.encode``).
 EncodeFn = Callable[[list], torch.Tensor]
@@ -67,8 +67,8 @@ def summarization_items(records: Sequence[StudyRecord]) -> list[RetrievalItem]:
 
 
 def abbreviation_items(records: Sequence[StudyRecord], seed: int = 0) -> list[RetrievalItem]:
-    """abbreviated report → expanded report, from the abbreviation lexicon of ``cxr.text.abbreviations``."""
-    from cxr.text.abbreviations import contract_abbreviations, expand_abbreviations
+    """abbreviated report → expanded report, from the abbreviation lexicon of ``cxr.reports.abbreviations``."""
+    from cxr.reports.abbreviations import contract_abbreviations, expand_abbreviations
 
     rng = random.Random(seed)
     items = []
@@ -82,9 +82,9 @@ def abbreviation_items(records: Sequence[StudyRecord], seed: int = 0) -> list[Re
 
 
 def error_items(records: Sequence[StudyRecord], seed: int = 0, num_wrong: int = 3) -> list[ChoiceItem]:
-    """findings vs the true impression + ``num_wrong`` distinct error-injected impressions (``cxr.text.errors``);
+    """findings vs the true impression + ``num_wrong`` distinct error-injected impressions (``cxr.reports.errors``);
     records where fewer distinct errors apply are skipped. The correct position is shuffled (seeded)."""
-    from cxr.text.errors import inject_error
+    from cxr.reports.errors import inject_error
 
     rng = random.Random(seed)
     items = []

@@ -100,11 +100,11 @@ def write_zero_shot(metrics: dict[str, dict[str, float]], out_dir: Path, setting
 
 
 def _images_and_targets(args, model, spec):
-    from cxr.data.records import Split
     from cxr.data.transforms import EvalResize, TransformConfig
     from cxr.evaluation.datasets import EvalDatasetSpec, build_eval_datamodule
     from cxr.evaluation.label_files import read_label_file
     from cxr.evaluation.zero_shot import chexpert_targets
+    from cxr.records import Split
 
     vision = getattr(model, "vision", None)
     size, chans = getattr(vision, "image_size", 224), getattr(vision, "in_chans", 1)

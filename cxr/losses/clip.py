@@ -94,7 +94,7 @@ def similarity(a: torch.Tensor, b: torch.Tensor, normalize: bool = True) -> torc
 def same_pair_mask(local_ids: list[torch.Tensor], global_ids: list[torch.Tensor]) -> torch.Tensor:
     """``(B, N)`` bool: True where any id vector matches between a local row and a global column."""
     mask = None
-    for loc, glo in zip(local_ids, global_ids):
+    for loc, glo in zip(local_ids, global_ids, strict=False):
         m = loc.view(-1, 1) == glo.view(1, -1)
         mask = m if mask is None else mask | m
     assert mask is not None

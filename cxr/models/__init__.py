@@ -1,1 +1,1 @@
-"""Models: text and vision towers, pooling, and the LightningModules."""
+"""Models: the text tower (text/), the vision tower, adapters, optimiser groups and the LightningModules."""

@@ -10,7 +10,6 @@ from lightning.pytorch import LightningModule
 from torch import nn
 
 from cxr.data.batch import ImageTextBatch
-from cxr.data.records import Split
 from cxr.losses.clip import (
     SIGLIP_INIT_LOGIT_BIAS,
     ClipLossConfig,
@@ -18,9 +17,11 @@ from cxr.losses.clip import (
     clamp_logit_scale_,
     clip_loss,
 )
-from cxr.models.param_groups import clip_param_groups
-from cxr.models.text_tower import TextTower
+from cxr.metrics.retrieval import ImageTextRetrieval
+from cxr.models.optim import clip_param_groups
+from cxr.models.text.tower import TextTower
 from cxr.models.vision import VisionTower
+from cxr.records import Split
 
 
 @dataclass
@@ -109,8 +110,6 @@ class CLIPAlignModule(LightningModule):
         siglip = self.loss_config.kind == ClipLossKind.SIGLIP
         self.logit_bias = nn.Parameter(torch.tensor(SIGLIP_INIT_LOGIT_BIAS)) if siglip else None
         ks = tuple(eval_ks or (1, 5, 10))
-        from cxr.metrics.retrieval import ImageTextRetrieval
-
         self.val_retrieval = ImageTextRetrieval(ks=ks, protocol=retrieval_protocol,
                                                 normalize=self.loss_config.normalize)
         self.test_retrieval = ImageTextRetrieval(ks=ks, protocol=retrieval_protocol,

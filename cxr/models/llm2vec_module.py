@@ -4,7 +4,7 @@
   tokenizer has none); loss = shifted CE (token i predicted from position i-1) through the bidirectional backbone
   and its LM head. BERT-style encoders use their MLM head unshifted.
 * ``stage: supervised`` — :func:`cxr.losses.info_nce.hard_negative_info_nce` on single-task global batches
-  (:class:`cxr.data.task_sampler.TaskBatchSampler`); the task instruction is on the query side only.
+  (:class:`cxr.data.pairs.task_sampler.TaskBatchSampler`); the task instruction is on the query side only.
 
 Both stages validate with held-out findings→impression retrieval (R@1/R@5 from embeddings, candidates deduplicated
 by text). LoRA (``lora``) or full fine-tuning; non-reentrant gradient checkpointing. At fit end rank 0 can export
@@ -19,17 +19,18 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from cxr.data.pair_datamodule import PairBatch
-from cxr.data.records import stable_id
+from cxr.data.pairs.datamodule import PairBatch
+from cxr.data.pairs.pairs import PairRecord
+from cxr.data.pairs.tasks import TASK_SPECS
 from cxr.distributed import gather_no_grad
 from cxr.losses.info_nce import DEFAULT_SCALE, hard_negative_logits, in_batch_accuracy
 from cxr.losses.mntp import mntp_loss, mntp_mask
 from cxr.metrics.ranking import positives_from_ids, retrieval_ranks, summarize_ranks
 from cxr.models.text.encoder import TextEncoder, TokenizedText
+from cxr.models.text.export import export_text_encoder
 from cxr.models.text.lora import LoraSettings
 from cxr.models.text.pooling import PoolingMode
-from cxr.text.pairs import PairRecord
-from cxr.text.tasks import TASK_SPECS
+from cxr.reports.compose import text_id
 
 #: The authors' blank mask token for tokenizers without one (Llama; paper §A.4).
 BLANK_MASK_TOKEN = "_"
@@ -53,11 +54,6 @@ def parse_enum(cls: type[Enum], value: object) -> Enum:
         if isinstance(value, str) and value.upper() in cls.__members__:
             return cls[value.upper()]
         raise
-
-
-def text_id(text: str) -> int:
-    """Stable id of a text (duplicate impressions are one candidate)."""
-    return stable_id(" ".join(text.split()))
 
 
 def pair_retrieval_recall(queries: torch.Tensor, candidates: torch.Tensor, query_target_ids: torch.Tensor,
@@ -221,7 +217,7 @@ class LLM2VecModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if not self._val_parts:
             return
-        q, c, ids = (torch.cat(parts) for parts in zip(*self._val_parts))
+        q, c, ids = (torch.cat(parts) for parts in zip(*self._val_parts, strict=False))
         self._val_parts.clear()
         q, c, ids = gather_no_grad(q), gather_no_grad(c), gather_no_grad(ids)
         recall = pair_retrieval_recall(q.cpu(), c.cpu(), ids.cpu(), ids.cpu())
@@ -243,7 +239,5 @@ class LLM2VecModule(L.LightningModule):
     # ------------------------------------------------------------------ export
     def on_fit_end(self) -> None:
         if self.export_dir and self.trainer.is_global_zero:
-            from cxr.models.text.export import export_text_encoder
-
             export_text_encoder(self.text_encoder, Path(self.export_dir),
                                 merge_lora=self.export_merge_lora)

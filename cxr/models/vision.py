@@ -75,7 +75,6 @@ class VisionTower(nn.Module):
         grad_checkpointing: bool = False,
     ) -> None:
         super().__init__()
-        import timm
 
         check_timm_model_name(model_name)
         if in_chans not in (1, 3):

@@ -41,6 +41,7 @@ from cxr.reports.facts import (
     Side,
     Trend,
 )
+from cxr.reports.sentences import all_sentences
 
 Span = tuple[int, int]
 
@@ -382,8 +383,6 @@ def parse_sentence(sentence: str) -> ParsedSentence:
 
 def parse_report(text: str) -> list[ParsedSentence]:
     """Every sentence of a (possibly section-tagged) report, parsed."""
-    from cxr.text.sentences import all_sentences
-
     return [parse_sentence(s) for s in all_sentences(text)]
 
 

@@ -1,4 +1,4 @@
-"""Dataset sources: each turns one on-disk dataset layout into :class:`~cxr.data.records.StudyRecord`s."""
+"""Dataset sources: each turns one on-disk dataset layout into :class:`~cxr.records.StudyRecord`s."""
 
 from cxr.data.sources.base import DatasetSource
 from cxr.data.sources.chexpert_plus import ChexpertPlusSource

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.data.records import Split, StudyRecord, ViewPosition
 from cxr.data.validation import ProblemKind, ProblemLog
 from cxr.labels import OBSERVATION_INDEX, LabelValueError, empty_labels, parse_label_value
+from cxr.records import Split, StudyRecord, ViewPosition
 
 
 class DatasetSource(ABC):
-    """A dataset on disk that yields :class:`~cxr.data.records.StudyRecord`s.
+    """A dataset on disk that yields :class:`~cxr.records.StudyRecord`s.
 
     Two steps, so a bad config fails at start-up before any image is read:
 

@@ -8,11 +8,11 @@ import re
 from enum import Enum
 from pathlib import Path
 
-from cxr.data.records import ImageRef, ReportSections, StudyRecord, ViewPosition
 from cxr.data.sources.base import DatasetSource, clean_id, parse_labels, parse_split, require_file
 from cxr.data.sources.tables import missing_columns, read_header, read_table
 from cxr.data.validation import ProblemKind, ProblemLog
 from cxr.labels import CHEXPERT_OBSERVATIONS, empty_labels
+from cxr.records import ImageRef, ReportSections, StudyRecord, ViewPosition
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.data.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
-from cxr.data.sources.base import (DatasetSource, clean_id, parse_labels, parse_split, parse_view,
-                                   require_file)
+from cxr.data.sources.base import DatasetSource, clean_id, parse_labels, parse_split, parse_view, require_file
 from cxr.data.sources.tables import DEFAULT_ENCODING, read_header, read_table, sniff_separator
 from cxr.data.validation import ProblemKind, ProblemLog
 from cxr.labels import CHEXPERT_OBSERVATIONS, LabelState
+from cxr.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
 
 #: Default column names, tried in order when the config does not name a column (datasets.md §6).
 IMAGE_ALIASES = ("image_path", "path", "filepath", "img_path", "imgpath", "Path", "path_to_image", "image")

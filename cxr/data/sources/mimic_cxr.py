@@ -11,12 +11,12 @@ import zipfile
 from enum import Enum
 from pathlib import Path
 
-from cxr.data.records import ImageRef, StudyRecord, ViewPosition
-from cxr.data.sections import mimic_report_sections
 from cxr.data.sources.base import DatasetSource, clean_id, parse_labels, parse_split, parse_view
 from cxr.data.sources.tables import find_table, missing_columns, read_header, read_table
 from cxr.data.validation import DataValidationError, Problem, ProblemKind, ProblemLog
 from cxr.labels import CHEXPERT_OBSERVATIONS, empty_labels
+from cxr.records import ImageRef, StudyRecord, ViewPosition
+from cxr.reports.mimic_sections import mimic_report_sections
 
 SPLIT_STEM = "mimic-cxr-2.0.0-split"
 METADATA_STEM = "mimic-cxr-2.0.0-metadata"
@@ -190,7 +190,7 @@ class MimicCxrSource(DatasetSource):
         frame = read_table(path, columns=list(METADATA_COLUMNS))
         views: dict[str, ViewPosition] = {}
         for i, (dicom_id, study, raw) in enumerate(zip(frame["dicom_id"], frame["study_id"],
-                                                       frame["ViewPosition"]), start=1):
+                                                       frame["ViewPosition"], strict=False), start=1):
             views[dicom_id.strip()] = parse_view(raw, problems, str(path), i, "ViewPosition",
                                                  f"{self.name}:{clean_id(study)}", self.strict_views)
         return views

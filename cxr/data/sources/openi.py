@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.data.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
 from cxr.data.sources.base import DatasetSource, clean_id, require_file
 from cxr.data.sources.tables import missing_columns, read_header, read_table
 from cxr.data.validation import ProblemKind, ProblemLog
 from cxr.labels import OBSERVATION_INDEX, LabelState, empty_labels
+from cxr.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
 
 REPORT_COLUMNS = ("uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression")
 PROJECTION_COLUMNS = ("uid", "filename", "projection")

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from cxr.data.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
 from cxr.data.sources.base import DatasetSource
 from cxr.data.sources.openi import labels_from_terms
 from cxr.data.validation import ProblemKind, ProblemLog
+from cxr.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
 
 REPORTS_DIR = "ecgen-radiology"
 PNG_DIR = "NLMCXR_png"

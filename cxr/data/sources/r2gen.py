@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cxr.data.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
 from cxr.data.sources.base import DatasetSource, clean_id, require_file
 from cxr.data.validation import DataValidationError, Problem, ProblemKind, ProblemLog
+from cxr.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
 
 ANNOTATION_NAME = "annotation.json"
 IMAGES_DIR = "images"

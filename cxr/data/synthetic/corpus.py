@@ -20,10 +20,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from cxr.data.records import ReportSections, StudyRecord
 from cxr.data.synthetic.layouts.files import write_csv
 from cxr.data.synthetic.world import ReportStyleMix, SyntheticStudy, sample_world
 from cxr.labels import CHEXPERT_OBSERVATIONS, LabelState
+from cxr.records import ReportSections, StudyRecord
 
 CORPUS_COLUMNS = ("study_id", "patient_id", "split", "style", "findings", "impression", "report",
                   *CHEXPERT_OBSERVATIONS)

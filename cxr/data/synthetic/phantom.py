@@ -19,9 +19,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from cxr.data.records import ViewPosition
 from cxr.data.synthetic.findings import Device, Finding, Laterality, PlacedDevice, Severity, Zone
 from cxr.labels import LabelState
+from cxr.records import ViewPosition
 
 
 @dataclass(frozen=True)

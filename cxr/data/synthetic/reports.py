@@ -17,7 +17,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from cxr.data.synthetic.findings import (
-    Device, Finding, Laterality, Mention, PlacedDevice, ReportStyle, Section, Severity, Zone,
+    Device,
+    Finding,
+    Laterality,
+    Mention,
+    PlacedDevice,
+    ReportStyle,
+    Section,
+    Severity,
+    Zone,
 )
 from cxr.labels import OBSERVATION_INDEX, LabelState, empty_labels
 

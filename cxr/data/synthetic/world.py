@@ -14,13 +14,20 @@ from enum import Enum
 
 import numpy as np
 
-from cxr.data.records import Split, ViewPosition
 from cxr.data.synthetic.findings import (
-    Device, Finding, Laterality, Mention, PlacedDevice, ReportStyle, Severity, Zone,
+    Device,
+    Finding,
+    Laterality,
+    Mention,
+    PlacedDevice,
+    ReportStyle,
+    Severity,
+    Zone,
 )
 from cxr.data.synthetic.realistic import REALISTIC_STYLES, write_realistic_report
 from cxr.data.synthetic.reports import ReportText, labels_from_mentions, write_report
 from cxr.labels import LabelState
+from cxr.records import Split, ViewPosition
 
 
 class ReportStyleMix(str, Enum):
@@ -260,7 +267,7 @@ def _assign_splits(rng: np.random.Generator, num_patients: int, fractions: Split
             if counts[i] == 0:
                 counts[int(np.argmax(counts))] -= 1
                 counts[i] += 1
-    labels = [s for s, c in zip(splits, counts) for _ in range(int(c))]
+    labels = [s for s, c in zip(splits, counts, strict=False) for _ in range(int(c))]
     order = rng.permutation(num_patients)
     return [labels[int(k)] for k in order]
 

@@ -32,7 +32,7 @@ def set_causal(model: nn.Module, causal: bool) -> None:
         cfg = getattr(module, "config", None)
         if cfg is not None and hasattr(cfg, "model_type"):
             cfg.is_causal = causal
-        if hasattr(module, "is_causal") and not isinstance(getattr(module, "is_causal"), (nn.Module, type(None))):
+        if hasattr(module, "is_causal") and not isinstance(module.is_causal, (nn.Module, type(None))):
             module.is_causal = causal
 
 

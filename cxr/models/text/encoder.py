@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from cxr.models.text.bidirectional import assert_bidirectional, forward_kwargs, is_decoder_config, set_causal
+from cxr.models.text.export import read_export_config, read_pooling_weights
 from cxr.models.text.instructions import (
     INSTRUCTION_SEPARATOR,
     InstructedText,
@@ -131,8 +132,6 @@ class TextEncoder(nn.Module):
                  pool_special_tokens: bool | None = None) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoTokenizer
-
-        from cxr.models.text.export import read_export_config, read_pooling_weights
 
         self.model_name_or_path = model_name_or_path
         path = resolve_model_path(model_name_or_path)

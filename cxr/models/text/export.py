@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from cxr.models.text.lora import is_peft_model
+
 if TYPE_CHECKING:
     from cxr.models.text.encoder import TextEncoder
 
@@ -106,8 +108,6 @@ def export_text_encoder(encoder: TextEncoder, out_dir: str | Path, *, merge_lora
     with the same embeddings.
     """
     from safetensors.torch import save_file
-
-    from cxr.models.text.lora import is_peft_model
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

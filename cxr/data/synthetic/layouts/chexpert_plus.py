@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.data.records import Split, ViewPosition
 from cxr.data.synthetic.findings import Section
 from cxr.data.synthetic.layouts.files import label_json, layout_rng, render_views, write_csv, write_png
 from cxr.data.synthetic.layouts.mimic_common import study_datetime
 from cxr.data.synthetic.reports import labels_from_mentions, section_labels
 from cxr.data.synthetic.truth import TruthRecord, TruthView
 from cxr.labels import OBSERVATION_INDEX
+from cxr.records import Split, ViewPosition
 
 CSV_NAME = "df_chexpert_plus_240401.csv"
 COLUMNS: tuple[str, ...] = (
@@ -114,7 +114,7 @@ def write_chexpert_plus_layout(out_dir: Path, studies: list, image_size: int, se
             imp_labels = section_labels(study.mentions, Section.IMPRESSION)
         demo = _demographics(study.patient_index, seed)
         views = []
-        for k, (view, img) in enumerate(zip(study.views, render_views(study, image_size))):
+        for k, (view, img) in enumerate(zip(study.views, render_views(study, image_size), strict=False)):
             kind = "lateral" if view.view.is_lateral else "frontal"
             stem = f"{folder}/{study_key}/view{k + 1}_{kind}"
             rel_png = f"PNG/{stem}.png"

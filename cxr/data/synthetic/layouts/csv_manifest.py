@@ -39,7 +39,7 @@ def write_csv_layout(out_dir: Path, studies: list, image_size: int) -> list[Trut
     for study in studies:
         views = []
         labels = [None if int(v) == LabelState.NOT_MENTIONED else str(int(v)) for v in study.labels]
-        for view, img in zip(study.views, render_views(study, image_size)):
+        for view, img in zip(study.views, render_views(study, image_size), strict=False):
             rel = f"images/{study.study_id}/{view.image_id}.png"
             write_png(out_dir / rel, img, bits=8)
             rows.append([rel, study.study_id, study.patient_id, study.split.value, view.view.value,

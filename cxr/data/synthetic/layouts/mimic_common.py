@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from cxr.data.records import Split, ViewPosition
 from cxr.data.synthetic.findings import ReportStyle
 from cxr.data.synthetic.layouts.files import label_cell, layout_rng, write_csv
 from cxr.data.synthetic.truth import TruthRecord, TruthView
 from cxr.labels import CHEXPERT_OBSERVATIONS
+from cxr.records import Split, ViewPosition
 
 METADATA_COLUMNS = ("dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition",
                     "Rows", "Columns", "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning",

@@ -19,7 +19,12 @@ from pathlib import Path
 from cxr.data.synthetic.layouts.dicom_files import sample_encoding, write_radiograph
 from cxr.data.synthetic.layouts.files import layout_rng, render_views, write_csv
 from cxr.data.synthetic.layouts.mimic_common import (
-    metadata_view, mimic_truth, study_datetime, study_dir, write_jpg_release_csvs, write_reports,
+    metadata_view,
+    mimic_truth,
+    study_datetime,
+    study_dir,
+    write_jpg_release_csvs,
+    write_reports,
 )
 from cxr.data.synthetic.truth import TruthRecord
 
@@ -33,7 +38,7 @@ def write_mimic_dicom_layout(out_dir: Path, studies: list, image_size: int, gzip
     records, study_rows = [], []
     for study in studies:
         date, time = study_datetime(study)
-        for i, (view, img) in enumerate(zip(study.views, render_views(study, image_size))):
+        for i, (view, img) in enumerate(zip(study.views, render_views(study, image_size), strict=False)):
             rel = f"{study_dir(study)}/{view.image_id}.dcm"
             enc = sample_encoding(layout_rng(study, 100 + i))
             write_radiograph(out_dir / rel, img, enc, sop_key=view.image_id, study_key=f"study:{study.study_id}",

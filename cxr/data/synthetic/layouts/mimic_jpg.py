@@ -15,14 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from cxr.data.synthetic.layouts.files import render_views, write_jpg
-from cxr.data.synthetic.layouts.mimic_common import mimic_truth, study_dir, write_jpg_release_csvs, write_reports
+from cxr.data.synthetic.layouts.mimic_common import (
+    mimic_truth,
+    study_dir,
+    write_jpg_release_csvs,
+    write_reports,
+)
 from cxr.data.synthetic.truth import TruthRecord
 
 
 def write_mimic_jpg_layout(out_dir: Path, studies: list, image_size: int, gzip: bool = True) -> list[TruthRecord]:
     """Write the MIMIC-CXR-JPG tree, its four tables and the report files; returns the truth records."""
     for study in studies:
-        for view, img in zip(study.views, render_views(study, image_size)):
+        for view, img in zip(study.views, render_views(study, image_size), strict=False):
             write_jpg(out_dir / study_dir(study) / f"{view.image_id}.jpg", img)
     write_reports(out_dir, studies)
     write_jpg_release_csvs(out_dir, studies, image_size, compress=gzip)

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cxr.data.records import Split
 from cxr.data.synthetic.findings import Device, Severity, Zone
 from cxr.data.synthetic.layouts.files import layout_rng, render_views, write_csv, write_png
 from cxr.data.synthetic.truth import TruthRecord, TruthView
 from cxr.labels import OBSERVATION_INDEX, LabelState
+from cxr.records import Split
 
 REPORTS_NAME = "indiana_reports.csv"
 PROJECTIONS_NAME = "indiana_projections.csv"
@@ -91,7 +91,7 @@ def write_openi_layout(out_dir: Path, studies: list, image_size: int) -> list[Tr
         reports.append([uid, mesh, problems, image_desc, indication, comparison, findings, impression])
         series = int(rng.integers(1, 9999))
         views = []
-        for k, (view, img) in enumerate(zip(study.views, render_views(study, image_size))):
+        for k, (view, img) in enumerate(zip(study.views, render_views(study, image_size), strict=False)):
             filename = f"{uid}_IM-{series:04d}-{(k + 1) * 1000 + 1:04d}.dcm.png"
             write_png(out_dir / IMAGE_DIR / filename, img, bits=8)
             projection = "Lateral" if view.view.is_lateral else "Frontal"

@@ -19,11 +19,11 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from cxr.data.records import Split
 from cxr.data.synthetic.layouts.dicom_files import sample_encoding, write_radiograph
 from cxr.data.synthetic.layouts.files import layout_rng, render_views, write_png
 from cxr.data.synthetic.layouts.openi import _deid, mesh_and_problems
 from cxr.data.synthetic.truth import TruthRecord, TruthView
+from cxr.records import Split
 
 REPORTS_DIR = "ecgen-radiology"
 PNG_DIR = "NLMCXR_png"

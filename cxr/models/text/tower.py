@@ -16,9 +16,11 @@ from torch import nn
 
 from cxr.distributed import rank_and_world_size
 from cxr.models.adapters import AdapterKind, TextAdapter
+from cxr.models.text.cache import TextEmbeddingCache, shard_id, text_key
+from cxr.models.text.encoder import TextEncoder, resolve_model_path
+from cxr.models.text.instructions import instruction_for_report
 from cxr.models.text.lora import LoraSettings
 from cxr.models.text.pooling import PoolingMode
-from cxr.models.text_cache import TextEmbeddingCache, shard_id, text_key
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +58,6 @@ def encoder_files_fingerprint(path: str, settings: dict) -> str:
                 fh.seek(size * i // 64)
                 h.update(fh.read(1 << 16))
     return h.hexdigest()
-
-
-def _instruction_for_report(text: str) -> str:
-    try:
-        from cxr.models.text.instructions import instruction_for_report
-    except ImportError as err:  # the text-encoder area provides it
-        raise ImportError("instruction='auto' needs cxr.models.text.instructions.instruction_for_report") from err
-    return instruction_for_report(text)
 
 
 class TextTower(nn.Module):
@@ -106,8 +100,6 @@ class TextTower(nn.Module):
         trust_remote_code: bool = False,
     ) -> None:
         super().__init__()
-        from cxr.models.text.encoder import resolve_model_path
-
         self.encoder_name = encoder
         self.path = resolve_model_path(encoder)
         looks_local = not ("/" in self.path and not self.path.startswith((".", "/")) and self.path.count("/") == 1)
@@ -167,7 +159,7 @@ class TextTower(nn.Module):
 
     def instruction_for(self, text: str) -> str | None:
         if self.instruction == AUTO_INSTRUCTION:
-            return _instruction_for_report(text)
+            return instruction_for_report(text)
         return self.instruction
 
     def keys(self, texts: list[str]) -> list[str]:
@@ -178,8 +170,6 @@ class TextTower(nn.Module):
         """Load the encoder (frozen; LoRA added when configured). Idempotent."""
         if self.encoder is not None:
             return self.encoder
-        from cxr.models.text.encoder import TextEncoder
-
         enc = TextEncoder(self.path, max_length=self.max_length, trust_remote_code=self.trust_remote_code,
                           pooling=self.pooling, lora=self.lora, freeze=True, torch_dtype=self.torch_dtype,
                           gradient_checkpointing=self.gradient_checkpointing)
@@ -211,7 +201,7 @@ class TextTower(nn.Module):
         instr = [self.instruction_for(t) for t in texts]
         if all(i is None for i in instr):
             return list(texts)
-        return [(i or "", t) for i, t in zip(instr, texts)]
+        return [(i or "", t) for i, t in zip(instr, texts, strict=False)]
 
     def encode_online(self, texts: list[str]) -> torch.Tensor:
         """Run the encoder on ``texts`` (with gradients when LoRA is on)."""
@@ -251,7 +241,7 @@ class TextTower(nn.Module):
         if not missing:
             return 0
         first = {}
-        for k, t in zip(keys, texts):
+        for k, t in zip(keys, texts, strict=False):
             first.setdefault(k, t)
         rank, world = rank_and_world_size()
         mine = missing[rank::world]

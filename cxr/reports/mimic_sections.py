@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from cxr.data.records import ReportSections
+from cxr.records import ReportSections
 
 HEADER = re.compile(r"\n ([A-Z ()/,-]+):\s", re.DOTALL)
 
@@ -57,7 +57,7 @@ FINDINGS_LIKE = re.compile(
 
 
 @dataclass(frozen=True)
-class Section:
+class MimicSection:
     """One section: normalised name, raw header as written, body text and its start offset."""
 
     name: str
@@ -77,14 +77,14 @@ def normalize_section_name(raw: str) -> str:
     return "findings" if FINDINGS_LIKE.search(name) else name
 
 
-def split_sections(text: str) -> list[Section]:
+def split_sections(text: str) -> list[MimicSection]:
     """Split a MIMIC-CXR report into named sections (the official ``section_text`` rules)."""
-    sections: list[Section] = []
+    sections: list[MimicSection] = []
     match = HEADER.search(text, 0)
     if match is None:
-        sections.append(Section("full report", "", text, 0))
+        sections.append(MimicSection("full report", "", text, 0))
     else:
-        sections.append(Section("preamble", "", text[: match.start(1)], 0))
+        sections.append(MimicSection("preamble", "", text[: match.start(1)], 0))
         while match is not None:
             header = match.group(1)
             start = match.end()
@@ -92,18 +92,18 @@ def split_sections(text: str) -> list[Section]:
             # Skip past the first newline after a header: a header's own line cannot start another one.
             match = HEADER.search(text, start + (skip if skip != -1 else 0))
             end = len(text) if match is None else match.start()
-            sections.append(Section(normalize_section_name(header), header, text[start:end], start))
+            sections.append(MimicSection(normalize_section_name(header), header, text[start:end], start))
     sections = [s for s in sections if not (s.name in ("impression", "findings") and not s.text.strip())]
     names = {s.name for s in sections}
     if "impression" not in names and "findings" not in names and "\n \n" in sections[-1].text:
         last = sections[-1]
         first, *rest = last.text.split("\n \n")
-        sections[-1] = Section(last.name, last.header, first, last.start)
-        sections.append(Section("last_paragraph", "", "\n \n".join(rest), last.start + len(first)))
+        sections[-1] = MimicSection(last.name, last.header, first, last.start)
+        sections.append(MimicSection("last_paragraph", "", "\n \n".join(rest), last.start + len(first)))
     return sections
 
 
-def last_section(sections: list[Section], name: str) -> str | None:
+def last_section(sections: list[MimicSection], name: str) -> str | None:
     """The stripped text of the last section called ``name`` (the official CSV keeps the last), or None."""
     for section in reversed(sections):
         if section.name == name and section.text.strip():

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cxr.text.sentences import capitalize_first
+from cxr.reports.sentences import capitalize_first
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def expand_abbreviations(text: str, rng: random.Random | None = None) -> str | N
     if not entries:
         return None
     for e in entries:
-        def make(m: re.Match[str], initial: bool, e: Abbreviation = e) -> str:
+        def make(m: re.Match[str], initial: bool, e: Abbreviation = e, text: str = text) -> str:
             word = capitalize_first(e.expansion) if initial else e.expansion
             matched = m.group(0)
             ends_sentence = bool(_SENTENCE_END_AFTER.match(text, m.end()))

@@ -1,19 +1,31 @@
-"""Compose the text given to the text tower from a study's report sections."""
+"""Compose the text given to the text tower from a study's report sections.
+
+The one owner of the section tags (``[FINDINGS]``/``[IMPRESSION]``, as in the authors' captions) and the regex
+that finds them; every other module imports them from here.
+"""
 
 from __future__ import annotations
 
 import re
 
-from cxr.data.records import ReportSections
+from cxr.records import ReportSections, stable_id
 
 FINDINGS_TAG = "[FINDINGS]"
 IMPRESSION_TAG = "[IMPRESSION]"
+SECTION_TAGS = (FINDINGS_TAG, IMPRESSION_TAG)
+#: Splits tagged text on the tags; the capture group keeps each tag as its own piece.
+SECTION_TAG_PATTERN = re.compile("(" + "|".join(re.escape(t) for t in SECTION_TAGS) + ")")
 _WS = re.compile(r"\s+")
 
 
 def normalize_whitespace(text: str) -> str:
     """Collapse runs of whitespace (MIMIC reports wrap lines at 79 characters)."""
     return _WS.sub(" ", text).strip()
+
+
+def text_id(text: str) -> int:
+    """Stable id of a report text (whitespace-normalised, case kept): identical texts share it."""
+    return stable_id(normalize_whitespace(text))
 
 
 def compose_report_text(report: ReportSections, tagged: bool = True) -> str:

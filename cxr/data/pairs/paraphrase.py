@@ -5,7 +5,7 @@ standard library only. :func:`paraphrase_csv` is resumable: it caches results in
 already done, and rewrites the file atomically every ``save_every`` rows. Report text is never logged; logs and
 errors name rows and counts only.
 
-    python -m cxr.text.paraphrase --in reports.csv --out reports_para.csv --base-url http://127.0.0.1:8000/v1 \\
+    python -m cxr.data.pairs.paraphrase --in reports.csv --out reports_para.csv --base-url http://127.0.0.1:8000/v1 \\
         --model my-model --api-key-env OPENAI_API_KEY
 """
 
@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr.text.pairs import PairRecord
-from cxr.text.tasks import PairTask
+from cxr.data.pairs.pairs import PairRecord
+from cxr.data.pairs.tasks import PairTask
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ def paraphrase_csv(in_csv: str | Path, out_csv: str | Path, settings: Paraphrase
         _, cached = _read_rows(out_csv)
         if len(cached) != len(rows):
             raise ValueError(f"{out_csv} has {len(cached)} rows but {in_csv} has {len(rows)}: not a resume of it")
-        for i, (row, old) in enumerate(zip(rows, cached), start=1):
+        for i, (row, old) in enumerate(zip(rows, cached, strict=False), start=1):
             if old.get(text_column) != row[text_column]:
                 raise ValueError(f"{out_csv}: row {i} text differs from {in_csv}; refusing to reuse its paraphrase")
             row[output_column] = old.get(output_column) or ""

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from cxr.text.abbreviations import contract_abbreviations, expand_abbreviations
-from cxr.text.anatomy import AnatomicalRegion, classify_sentence
-from cxr.text.sentences import all_sentences, parse_sections, render_sections, sentence_positions
-from cxr.text.shuffle import shuffle_sentences
+from cxr.reports.abbreviations import contract_abbreviations, expand_abbreviations
+from cxr.reports.anatomy import AnatomicalRegion, classify_sentence
+from cxr.reports.sentences import all_sentences, parse_sections, render_sections, sentence_positions
+from cxr.reports.shuffle import shuffle_sentences
 
 
 class VariantKind(str, Enum):
@@ -28,7 +28,7 @@ class VariantKind(str, Enum):
     ABBREVIATION_EXPANSION = "abbreviation_expansion"
     ABBREVIATION_CONTRACTION = "abbreviation_contraction"
     SENTENCE_SHUFFLE = "sentence_shuffle"
-    PARAPHRASE = "paraphrase"  # LLM-made (cxr.text.paraphrase), never produced by the rules here
+    PARAPHRASE = "paraphrase"  # LLM-made (cxr.data.pairs.paraphrase), never produced by the rules here
 
 
 @dataclass(frozen=True)
@@ -103,7 +103,7 @@ def anatomical_partition(text: str, rng: random.Random) -> str | None:
 
 
 def abbreviation_expansion(text: str, rng: random.Random) -> str | None:
-    """Every abbreviation expanded (see :mod:`cxr.text.abbreviations`)."""
+    """Every abbreviation expanded (see :mod:`cxr.reports.abbreviations`)."""
     return expand_abbreviations(text, rng)
 
 
@@ -139,7 +139,7 @@ def make_variants(text: str, rng: random.Random,
     out: list[ReportVariant] = []
     for kind in kinds or list(VARIANT_FUNCTIONS):
         if kind not in VARIANT_FUNCTIONS:
-            raise ValueError(f"variant kind {kind.value!r} is not rule-based (use cxr.text.paraphrase)")
+            raise ValueError(f"variant kind {kind.value!r} is not rule-based (use cxr.data.pairs.paraphrase)")
         result = VARIANT_FUNCTIONS[kind](text, rng)
         if result is not None and result.strip() and result != text:
             out.append(ReportVariant(result, kind))

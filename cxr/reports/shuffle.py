@@ -3,18 +3,9 @@
 from __future__ import annotations
 
 import random
-import re
 
-from cxr.data.report_text import FINDINGS_TAG, IMPRESSION_TAG
-
-#: Sentence boundary: whitespace after terminal punctuation (the authors' split).
-SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+")
-_SECTION_TAGS = re.compile(r"(\[FINDINGS\]|\[IMPRESSION\])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split ``text`` on ``(?<=[.!?])\\s+``; empty pieces are dropped."""
-    return [s for s in (p.strip() for p in SENTENCE_BOUNDARY.split(text.strip())) if s]
+from cxr.reports.compose import SECTION_TAG_PATTERN, SECTION_TAGS
+from cxr.reports.sentences import split_sentences
 
 
 def _shuffle_body(body: str, rng: random.Random) -> str:
@@ -35,11 +26,11 @@ def shuffle_sentences(text: str, rng: random.Random, sectioned: bool = True) -> 
     independently inside each section; tags and the order of sections are kept (sentences never cross a
     section). Otherwise the whole text is shuffled as one list. Whitespace is normalised to single spaces.
     """
-    if sectioned and (FINDINGS_TAG in text or IMPRESSION_TAG in text):
-        pieces = _SECTION_TAGS.split(text)
+    if sectioned and any(tag in text for tag in SECTION_TAGS):
+        pieces = SECTION_TAG_PATTERN.split(text)
         out: list[str] = []
         for piece in pieces:
-            if piece in (FINDINGS_TAG, IMPRESSION_TAG):
+            if piece in SECTION_TAGS:
                 out.append(piece)
             elif piece.strip():
                 out.append(_shuffle_body(piece, rng))

@@ -5,29 +5,34 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from cxr.data.report_text import FINDINGS_TAG, IMPRESSION_TAG
-from cxr.text.shuffle import split_sentences
+from cxr.reports.compose import SECTION_TAG_PATTERN, SECTION_TAGS
 
-_SECTION_TAGS = re.compile(r"(\[FINDINGS\]|\[IMPRESSION\])")
+#: Sentence boundary: whitespace after terminal punctuation (the authors' split).
+SENTENCE_BOUNDARY = re.compile(r"(?<=[.!?])\s+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split ``text`` on ``(?<=[.!?])\\s+``; empty pieces are dropped."""
+    return [s for s in (p.strip() for p in SENTENCE_BOUNDARY.split(text.strip())) if s]
 
 
 @dataclass
-class Section:
+class SentenceSection:
     """One report section: its tag (None for untagged text) and its sentences."""
 
     tag: str | None
     sentences: list[str] = field(default_factory=list)
 
 
-def parse_sections(text: str) -> list[Section]:
+def parse_sections(text: str) -> list[SentenceSection]:
     """Split a (possibly tagged) report into sections of sentences; untagged text is one section."""
-    sections: list[Section] = []
-    current = Section(tag=None)
-    for piece in _SECTION_TAGS.split(text):
-        if piece in (FINDINGS_TAG, IMPRESSION_TAG):
+    sections: list[SentenceSection] = []
+    current = SentenceSection(tag=None)
+    for piece in SECTION_TAG_PATTERN.split(text):
+        if piece in SECTION_TAGS:
             if current.tag is not None or current.sentences:
                 sections.append(current)
-            current = Section(tag=piece)
+            current = SentenceSection(tag=piece)
         elif piece.strip():
             current.sentences.extend(split_sentences(piece))
     if current.tag is not None or current.sentences:
@@ -35,7 +40,7 @@ def parse_sections(text: str) -> list[Section]:
     return sections
 
 
-def render_sections(sections: list[Section]) -> str:
+def render_sections(sections: list[SentenceSection]) -> str:
     """Join sections back into text; sections left without sentences are dropped with their tag."""
     parts: list[str] = []
     for sec in sections:
@@ -51,7 +56,7 @@ def all_sentences(text: str) -> list[str]:
     return [s for sec in parse_sections(text) for s in sec.sentences]
 
 
-def sentence_positions(sections: list[Section]) -> list[tuple[int, int]]:
+def sentence_positions(sections: list[SentenceSection]) -> list[tuple[int, int]]:
     """``(section index, sentence index)`` of every sentence."""
     return [(i, j) for i, sec in enumerate(sections) for j in range(len(sec.sentences))]
 

@@ -29,7 +29,7 @@ def label_sentence(labels: np.ndarray) -> str | None:
     "No Finding" contributes only when positive (its negative says nothing).
     """
     pos, unc, neg = [], [], []
-    for name, state in zip(CHEXPERT_OBSERVATIONS, np.asarray(labels).tolist()):
+    for name, state in zip(CHEXPERT_OBSERVATIONS, np.asarray(labels).tolist(), strict=False):
         if state == LabelState.POSITIVE:
             pos.append(_positive(name) + ".")
         elif state == LabelState.UNCERTAIN:
@@ -46,7 +46,7 @@ def flipped_label_sentence(labels: np.ndarray, rng: random.Random) -> str | None
     A hard negative for the classify task; None when nothing can be flipped.
     """
     labels = np.asarray(labels).copy()
-    flippable = [i for i, (name, s) in enumerate(zip(CHEXPERT_OBSERVATIONS, labels.tolist()))
+    flippable = [i for i, (name, s) in enumerate(zip(CHEXPERT_OBSERVATIONS, labels.tolist(), strict=False))
                  if name != "No Finding" and s in (LabelState.POSITIVE, LabelState.NEGATIVE, LabelState.UNCERTAIN)]
     if not flippable:
         return None

@@ -9,12 +9,17 @@ from pathlib import Path
 import lightning as L
 from torch.utils.data import DataLoader, Dataset
 
-from cxr.data.records import Split
-from cxr.data.task_sampler import TaskBatchSampler
-from cxr.text.pairs import (PairBuildOptions, PairRecord, build_pairs, read_pairs_csv,
-                            records_from_report_manifest)
-from cxr.text.shuffle import shuffle_sentences
-from cxr.text.tasks import TASK_SPECS, PairTask
+from cxr.data.pairs.pairs import (
+    PairBuildOptions,
+    PairRecord,
+    build_pairs,
+    read_pairs_csv,
+    records_from_report_manifest,
+)
+from cxr.data.pairs.task_sampler import TaskBatchSampler
+from cxr.data.pairs.tasks import TASK_SPECS, PairTask
+from cxr.records import Split
+from cxr.reports.shuffle import shuffle_sentences
 
 
 @dataclass
@@ -93,7 +98,7 @@ class PairDataModule(L.LightningDataModule):
     """Training pairs and a held-out findings→impression set for retrieval validation.
 
     Args:
-        train_pairs: pairs CSV (see :mod:`cxr.text.pairs`); or None with ``manifest``.
+        train_pairs: pairs CSV (see :mod:`cxr.data.pairs.pairs`); or None with ``manifest``.
         val_pairs: pairs CSV for validation; only its ``summarize`` rows are used (R@K findings→impression).
         manifest: report manifest CSV; its train split is turned into pairs (``build_pairs``) and its val
             split into findings→impression validation pairs, when the CSV paths are not given.

@@ -2,7 +2,7 @@
 
 Pairs come from a CSV (columns ``query``, ``positive``, optional ``negative``, ``task``; the authors'
 ``caption1``/``caption2``/``neg``/``train`` names are accepted too) or are built from any source's
-:class:`~cxr.data.records.StudyRecord`s:
+:class:`~cxr.records.StudyRecord`s:
 
 * findings → impression (task ``summarize``), hard negative = impression with one injected error;
 * report ↔ rule-based variant (task ``variant``), hard negative = report with one injected error;
@@ -10,7 +10,7 @@ Pairs come from a CSV (columns ``query``, ``positive``, optional ``negative``, `
 
 Command line (writes a pairs CSV from a report manifest, e.g. the synthetic world's ``manifest.csv``)::
 
-    python -m cxr.text.pairs --manifest data/manifest.csv --out pairs.csv --seed 0 --split train
+    python -m cxr.data.pairs.pairs --manifest data/manifest.csv --out pairs.csv --seed 0 --split train
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from cxr.data.records import ReportSections, Split, StudyRecord
-from cxr.data.report_text import compose_report_text, normalize_whitespace
+from cxr.data.pairs.tasks import PairTask
 from cxr.labels import CHEXPERT_OBSERVATIONS, labels_from_mapping
-from cxr.text.errors import inject_error
-from cxr.text.label_text import flipped_label_sentence, label_sentence
-from cxr.text.tasks import PairTask
-from cxr.text.variants import VariantKind, make_variants
+from cxr.records import ReportSections, Split, StudyRecord
+from cxr.reports.compose import compose_report_text, normalize_whitespace
+from cxr.reports.errors import inject_error
+from cxr.reports.label_text import flipped_label_sentence, label_sentence
+from cxr.reports.variants import VariantKind, make_variants
 
 PAIR_COLUMNS = ("query", "positive", "negative", "task")
 _COLUMN_ALIASES = {"caption1": "query", "caption2": "positive", "neg": "negative", "train": "task"}
@@ -197,7 +197,7 @@ def records_from_report_manifest(path: str | Path, split: Split | None = None) -
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cxr.text.pairs --manifest M.csv --out pairs.csv``: build and write pairs."""
+    """``python -m cxr.data.pairs.pairs --manifest M.csv --out pairs.csv``: build and write pairs."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", required=True, help="CSV with findings/impression (or report) columns")
     parser.add_argument("--out", required=True, help="pairs CSV to write")

@@ -12,7 +12,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from cxr.text.sentences import capitalize_first, match_case, parse_sections, render_sections, sentence_positions
+from cxr.reports.sentences import (
+    capitalize_first,
+    match_case,
+    parse_sections,
+    render_sections,
+    sentence_positions,
+)
 
 
 class ErrorKind(str, Enum):

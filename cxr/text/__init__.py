@@ -1,1 +1,0 @@
-"""Report text tools for LLM2VEC4CXR adaptation: sentence shuffle, variants, error injection, pair data."""
