@@ -181,9 +181,28 @@ def _from_checkpoint(path: Path, transform: TransformConfig | None) -> CXRModel:
 
 
 def _from_clip_export(folder: Path, transform: TransformConfig | None) -> CXRModel:
-    from cxr.models.clip_export_io import load_clip_export
+    """A CLIP export folder: both towers and the stored preprocessing."""
+    from cxr.models.clip_export import load_exported_clip
+    from cxr.models.clip_export_io import CONFIG
+    from cxr.models.text.tower import TextTower
 
-    return load_clip_export(folder, transform)
+    folder = Path(folder)
+    cfg = json.loads((folder / CONFIG).read_text())
+    exported = load_exported_clip(folder)
+    text_cfg = cfg["text"]
+    encoder = str(folder / text_cfg["exported_dir"]) if text_cfg.get("exported_dir") else text_cfg["encoder"]
+    tower = TextTower(encoder, use_cache=False, instruction=text_cfg.get("instruction"),
+                      torch_dtype=text_cfg.get("torch_dtype"), embedding_dim=text_cfg["embedding_dim"])
+    tower.build_encoder()
+    adapter = exported.text_adapter
+
+    def encode_texts(texts: list[str]) -> torch.Tensor:
+        return adapter(tower.encode_online(texts).to(adapter.proj.weight.device))
+
+    preprocess = Preprocess(_stored_transform(cfg.get("inference"), transform, folder))
+    modules = {"vision": exported.vision, "image_proj": exported.image_proj, "text": tower, "adapter": adapter}
+    return CXRModel(exported.encode_images, encode_texts, preprocess, modules,
+                    normalize=bool(cfg.get("loss", {}).get("normalize", True)), info={"source": str(folder), **cfg})
 
 
 def _from_vision_export(folder: Path, transform: TransformConfig | None) -> CXRModel:

@@ -113,8 +113,8 @@ def test_clip_export_loads_in_cxr_timm_and_sentence_transformers(tiny_run, tmp_p
     import timm
 
     import cxr
-    from cxr.callbacks.export import export_clip
     from cxr.evaluation.model_loading import load_checkpoint_model, prepare_model
+    from cxr.models.clip_export import export_clip
 
     module = prepare_model(load_checkpoint_model(tiny_run.checkpoint))
     out = export_clip(module, tmp_path / "export")

@@ -16,8 +16,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 CONFIG = "clip_export.json"
 WEIGHTS = "model.safetensors"
 VISION_DIR = "vision"
@@ -58,27 +56,3 @@ def export_clip_folder(module, out_dir: str | Path, include_text_encoder: bool =
     (out / CONFIG).write_text(json.dumps(cfg, indent=2) + "\n")
     return out
 
-
-def load_clip_export(folder: str | Path, transform=None):
-    """``cxr.load`` for a CLIP export folder: a ``CXRModel`` with both towers and the stored preprocessing."""
-    from cxr.api import CXRModel, Preprocess, _stored_transform
-    from cxr.callbacks.export import load_exported_clip
-    from cxr.models.text_tower import TextTower
-
-    folder = Path(folder)
-    cfg = json.loads((folder / CONFIG).read_text())
-    exported = load_exported_clip(folder)
-    text_cfg = cfg["text"]
-    encoder = str(folder / text_cfg["exported_dir"]) if text_cfg.get("exported_dir") else text_cfg["encoder"]
-    tower = TextTower(encoder, use_cache=False, instruction=text_cfg.get("instruction"),
-                      torch_dtype=text_cfg.get("torch_dtype"), embedding_dim=text_cfg["embedding_dim"])
-    tower.build_encoder()
-    adapter = exported.text_adapter
-
-    def encode_texts(texts: list[str]) -> torch.Tensor:
-        return adapter(tower.encode_online(texts).to(adapter.proj.weight.device))
-
-    preprocess = Preprocess(_stored_transform(cfg.get("inference"), transform, folder))
-    modules = {"vision": exported.vision, "image_proj": exported.image_proj, "text": tower, "adapter": adapter}
-    return CXRModel(exported.encode_images, encode_texts, preprocess, modules,
-                    normalize=bool(cfg.get("loss", {}).get("normalize", True)), info={"source": str(folder), **cfg})
