@@ -133,3 +133,15 @@ def test_clip_export_loads_in_cxr_timm_and_sentence_transformers(tiny_run, tmp_p
     with torch.no_grad():
         feats = module.text.encode_online(REPORTS)  # instruction "auto": the generic report instruction here
     assert float((st.encode(REPORTS, prompt_name="report", convert_to_tensor=True) - feats).abs().max()) <= 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_load_runs_on_the_gpu_by_default(tiny_run):
+    """cxr.load's default device is the GPU when present; embeddings match the CPU's."""
+    import cxr
+
+    gpu, cpu = cxr.load(tiny_run.checkpoint), cxr.load(tiny_run.checkpoint, device="cpu")
+    assert gpu.device.type == "cuda"
+    images = torch.randn(4, 1, 32, 32)
+    assert float((gpu.encode_image(images) - cpu.encode_image(images)).abs().max()) <= 1e-4
+    assert float((gpu.encode_text(REPORTS) - cpu.encode_text(REPORTS)).abs().max()) <= 1e-4

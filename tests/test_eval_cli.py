@@ -155,12 +155,17 @@ def test_eval_cli_config_file_equals_flags_and_falls_back_to_cpu(trained_checkpo
     bars = captured.out + captured.err  # Lightning's bars write to stdout
     assert "eval A" in bars and "eval B" in bars
     assert main(["--checkpoint", str(ckpt), "--out", str(tmp_path / "from_flags"), "--data", f"A={spec_a}",
-                 "--data", f"B={spec_b}", "--ks", "1,5", "--num-workers", "0", "--device", "cpu"]) == 0
+                 "--data", f"B={spec_b}", "--ks", "1,5", "--num-workers", "0"]) == 0
     a, b = _metrics(tmp_path / "from_config"), _metrics(tmp_path / "from_flags")
-    assert a["datasets"] == b["datasets"]
+    for ds in ("A", "B"):
+        for direction in ("i2t", "t2i"):
+            assert a["datasets"][ds][direction] == pytest.approx(b["datasets"][ds][direction], abs=1e-6)
     import torch
 
-    if not torch.cuda.is_available():
+    if torch.cuda.is_available():  # a GPU machine: auto must take it
+        assert a["settings"]["runtime"]["accelerator"] == "cuda"
+        assert a["settings"]["runtime"]["root_device"].startswith("cuda")
+    else:
         assert a["settings"]["runtime"] == {"accelerator": "cpu", "root_device": "cpu", "world_size": 1,
                                             "precision": "32-true"}
     assert not (tmp_path / "from_config" / "top1_A.jsonl").exists()  # no_dump from the file

@@ -249,7 +249,8 @@ class TextTower(nn.Module):
             enc = self.build_encoder()
             if device is not None:
                 enc.to(device)
-            emb = enc.encode(self._inputs([first[k] for k in mine]), batch_size=self.encode_batch_size)
+            emb = enc.encode(self._inputs([first[k] for k in mine]), batch_size=self.encode_batch_size,
+                             show_progress=rank == 0)  # filling a cache with an LLM takes minutes: show it
             cache.write_shard(mine, emb)
         if world > 1:
             dist.barrier()
