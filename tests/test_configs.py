@@ -83,3 +83,24 @@ def test_readme_data_example_parses(tmp_path: Path) -> None:
 def test_there_are_configs() -> None:
     assert (ROOT / "configs" / "demo.yaml") in FULL_CONFIGS
     assert EVAL_SPECS
+
+
+def test_llm2vec4cxr_paper_configs() -> None:
+    """The paper-scale LLM2VEC4CXR configs: MNTP then supervised, 48 per device x 4, lr 2e-4, warm-up 300, bf16,
+    full fine-tuning, latent attention, the authors' instructions, pairs built from a MIMIC source."""
+    text = ROOT / "configs" / "text"
+    mntp = _print_config(["fit", "--config", str(text / "llm2vec4cxr_mntp.yaml"), "--print_config"])
+    sup = _print_config(["fit", "--config", str(text / "llm2vec4cxr.yaml"), "--print_config"])
+    m1, m2, d2, t2 = (mntp["model"]["init_args"], sup["model"]["init_args"], sup["data"]["init_args"],
+                      sup["trainer"])
+    assert m1["stage"] == "MNTP" and "Llama-3.2-1B" in m1["model_name_or_path"] and m1["lora"] is None
+    assert m2["model_name_or_path"] == m1["export_dir"]  # stage 2 starts from stage 1's export
+    assert (m2["stage"], m2["lora"], m2["pooling"], m2["init_pooling"]) == ("SUPERVISED", None, "LATENT_ATTENTION",
+                                                                             True)
+    assert (m2["learning_rate"], m2["warmup_steps"], m2["loss_scale"], m2["max_length"]) == (2e-4, 300, 50.0, 512)
+    assert (t2["devices"], d2["batch_size"], t2["precision"], t2["strategy"]) == (4, 48, "bf16-mixed", "ddp")
+    for cfg in (mntp, sup):
+        data = cfg["data"]["init_args"]
+        assert cfg["data"]["class_path"].endswith("PairDataModule") and data["instruction_set"] == "AUTHORS"
+        assert [s["class_path"] for s in data["sources"]] == ["cxr.data.sources.mimic_cxr.MimicCxrSource"]
+        assert data["manifest"] is None and data["train_pairs"] is None and cfg["trainer"]["precision"] == "bf16-mixed"

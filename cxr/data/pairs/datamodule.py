@@ -1,8 +1,16 @@
-"""DataModule for LLM2VEC4CXR adaptation: pair CSVs (or a report manifest) → single-task contrastive batches."""
+"""DataModule for LLM2VEC4CXR adaptation: pair CSVs, a report manifest or dataset sources → single-task batches.
+
+With ``sources`` it takes the same :class:`~cxr.data.sources.base.DatasetSource`s as
+:class:`~cxr.data.datamodule.CXRDataModule` (MIMIC-CXR, CheXpert-Plus, Open-I, R2Gen folders, CSV manifests) and
+builds the pairs itself (:func:`load_report_records` + ``build_pairs``), so no pair CSV is prepared by hand.
+"""
 
 from __future__ import annotations
 
+import logging
 import random
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,9 +25,69 @@ from cxr.data.pairs.pairs import (
     records_from_report_manifest,
 )
 from cxr.data.pairs.task_sampler import TaskBatchSampler
-from cxr.data.pairs.tasks import TASK_SPECS, PairTask
-from cxr.records import Split
+from cxr.data.pairs.tasks import TASK_SPECS, InstructionSet, PairTask, task_instruction
+from cxr.data.sources.base import DatasetSource
+from cxr.data.validation import (
+    BadInputPolicy,
+    DataValidationError,
+    ImageCheck,
+    Problem,
+    ProblemKind,
+    ProblemLog,
+    dedupe_problems,
+    find_record_problems,
+)
+from cxr.records import Split, StudyRecord
 from cxr.reports.shuffle import shuffle_sentences
+
+log = logging.getLogger(__name__)
+
+#: Problems about images only: irrelevant when only the reports are used.
+IMAGE_PROBLEM_KINDS = frozenset({ProblemKind.MISSING_IMAGE, ProblemKind.UNREADABLE_IMAGE,
+                                 ProblemKind.NO_USABLE_IMAGE, ProblemKind.EMPTY_PATH})
+
+
+def _report_problems(source: DatasetSource) -> tuple[list[StudyRecord], list[Problem]]:
+    problems = ProblemLog()
+    records = source.load(problems)
+    problems.raise_fatal(f"source {source.name!r}")
+    problems.extend(find_record_problems(records, f"source {source.name!r}", ImageCheck.NONE))
+    return records, [p for p in dedupe_problems(problems.problems) if p.kind not in IMAGE_PROBLEM_KINDS]
+
+
+def load_report_records(sources: Sequence[DatasetSource],
+                        bad_input: BadInputPolicy = BadInputPolicy.RAISE) -> dict[Split, list[StudyRecord]]:
+    """Studies per split from ``sources`` for report-only use (pair building).
+
+    Images are neither opened nor checked, and image defects (missing, unreadable, none listed) are ignored: a
+    study with a report and no usable image still gives pairs. Report defects follow ``bad_input`` as in
+    ``CXRDataModule``: ``RAISE`` lists every problem with file, row and field; ``SKIP`` drops the studies they
+    name and logs a counted summary (never report text). Missing tables/columns always raise.
+    """
+    policy = BadInputPolicy(bad_input)
+    names = [s.name for s in sources]
+    if not sources or len(set(names)) != len(names):
+        raise ValueError(f"need at least one source, with unique names; got {names}")
+    fatal = ProblemLog()
+    for source in sources:
+        source.check(fatal)
+    fatal.raise_fatal("data sources are misconfigured")
+    by_split: dict[Split, list[StudyRecord]] = {split: [] for split in Split}
+    all_problems: list[Problem] = []
+    for source in sources:
+        records, problems = _report_problems(source)
+        all_problems.extend(problems)
+        bad = {p.study_key for p in problems if p.study_key}
+        kept = [r for r in records if r.key not in bad]
+        if problems and policy is BadInputPolicy.SKIP:
+            counts = ", ".join(f"{k}: {n}" for k, n in sorted(Counter(p.kind.value for p in problems).items()))
+            log.warning("source %r: skipped %d of %d studies for pair building because of %d problem(s) (%s)",
+                        source.name, len(records) - len(kept), len(records), len(problems), counts)
+        for rec in kept:
+            by_split[rec.split].append(rec)
+    if all_problems and policy is BadInputPolicy.RAISE:
+        raise DataValidationError(all_problems, "invalid report data (bad_input=raise)")
+    return by_split
 
 
 @dataclass
@@ -45,8 +113,10 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, pairs: list[PairRecord], seed: int = 0, use_negatives: bool = True,
-                 shuffle_probability: float = 0.0, augment: bool = True) -> None:
+                 shuffle_probability: float = 0.0, augment: bool = True,
+                 instruction_set: InstructionSet = InstructionSet.PROJECT) -> None:
         self.pairs = pairs
+        self.instruction_set = InstructionSet(instruction_set)
         self.seed = seed
         self.use_negatives = use_negatives
         self.shuffle_probability = shuffle_probability
@@ -81,7 +151,8 @@ class PairDataset(Dataset):
                 while len(others) > 1 and j == index:
                     j = rng.choice(others)
                 negative = self.pairs[j].positive
-        return p.task, (spec.instruction, query), ("", positive), (("", negative) if negative else None)
+        instruction = task_instruction(p.task, self.instruction_set)
+        return p.task, (instruction, query), ("", positive), (("", negative) if negative else None)
 
 
 def collate_pairs(items: list) -> PairBatch:
@@ -98,7 +169,7 @@ class PairDataModule(L.LightningDataModule):
     """Training pairs and a held-out findings→impression set for retrieval validation.
 
     Args:
-        train_pairs: pairs CSV (see :mod:`cxr.data.pairs.pairs`); or None with ``manifest``.
+        train_pairs: pairs CSV (see :mod:`cxr.data.pairs.pairs`); or None with ``manifest`` or ``sources``.
         val_pairs: pairs CSV for validation; only its ``summarize`` rows are used (R@K findings→impression).
         manifest: report manifest CSV; its train split is turned into pairs (``build_pairs``) and its val
             split into findings→impression validation pairs, when the CSV paths are not given.
@@ -109,14 +180,22 @@ class PairDataModule(L.LightningDataModule):
         shuffle_probability: probability of sentence-shuffling a positive (authors: always).
         variants_per_report: variant pairs per study when building from a manifest.
         num_workers: DataLoader workers.
+        sources: dataset sources (as in ``CXRDataModule``): their train split is turned into pairs and their val
+            split into findings→impression validation pairs (unless ``val_pairs``); exclusive with ``manifest``.
+        bad_input: ``RAISE`` or ``SKIP`` for report defects of ``sources`` (see :func:`load_report_records`).
+        instruction_set: ``PROJECT`` (the project's full task instructions) or ``AUTHORS`` (the authors' strings).
     """
 
     def __init__(self, train_pairs: str | None = None, val_pairs: str | None = None, manifest: str | None = None,
                  batch_size: int = 16, val_batch_size: int = 64, seed: int = 0, use_negatives: bool = True,
-                 shuffle_probability: float = 0.3, variants_per_report: int = 2, num_workers: int = 0) -> None:
+                 shuffle_probability: float = 0.3, variants_per_report: int = 2, num_workers: int = 0,
+                 sources: list[DatasetSource] | None = None, bad_input: BadInputPolicy = BadInputPolicy.RAISE,
+                 instruction_set: InstructionSet = InstructionSet.PROJECT) -> None:
         super().__init__()
-        if train_pairs is None and manifest is None:
-            raise ValueError("PairDataModule needs train_pairs or manifest")
+        if train_pairs is None and manifest is None and not sources:
+            raise ValueError("PairDataModule needs one of train_pairs, manifest or sources")
+        if manifest is not None and sources:
+            raise ValueError("PairDataModule takes one of manifest or sources, not both")
         self.train_pairs = train_pairs
         self.val_pairs = val_pairs
         self.manifest = manifest
@@ -127,12 +206,21 @@ class PairDataModule(L.LightningDataModule):
         self.shuffle_probability = shuffle_probability
         self.variants_per_report = variants_per_report
         self.num_workers = num_workers
+        self.sources = list(sources or [])
+        self.bad_input = BadInputPolicy(bad_input)
+        self.instruction_set = InstructionSet(instruction_set)
+        self._source_records: dict[Split, list[StudyRecord]] | None = None
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
         self._sampler: TaskBatchSampler | None = None
 
     def _manifest_pairs(self, split: Split, tasks: tuple[PairTask, ...]) -> list[PairRecord]:
-        records = records_from_report_manifest(Path(self.manifest), split)
+        if self.sources:
+            if self._source_records is None:
+                self._source_records = load_report_records(self.sources, self.bad_input)
+            records = self._source_records[split]
+        else:
+            records = records_from_report_manifest(Path(self.manifest), split)
         options = PairBuildOptions(tasks=tasks, variants_per_report=self.variants_per_report,
                                    hard_negatives=self.use_negatives)
         return build_pairs(records, seed=self.seed, options=options)
@@ -142,13 +230,15 @@ class PairDataModule(L.LightningDataModule):
             pairs = (read_pairs_csv(self.train_pairs) if self.train_pairs
                      else self._manifest_pairs(Split.TRAIN, PairBuildOptions().tasks))
             self.train_set = PairDataset(pairs, seed=self.seed, use_negatives=self.use_negatives,
-                                         shuffle_probability=self.shuffle_probability)
-        if self.val_set is None and (self.val_pairs or self.manifest):
+                                         shuffle_probability=self.shuffle_probability,
+                                         instruction_set=self.instruction_set)
+        if self.val_set is None and (self.val_pairs or self.manifest or self.sources):
             pairs = (read_pairs_csv(self.val_pairs) if self.val_pairs
                      else self._manifest_pairs(Split.VAL, (PairTask.SUMMARIZE,)))
             pairs = [p for p in pairs if p.task is PairTask.SUMMARIZE]
             if pairs:
-                self.val_set = PairDataset(pairs, seed=self.seed, use_negatives=False, augment=False)
+                self.val_set = PairDataset(pairs, seed=self.seed, use_negatives=False, augment=False,
+                                           instruction_set=self.instruction_set)
 
     def _rank_world(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)

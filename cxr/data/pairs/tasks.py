@@ -1,4 +1,8 @@
-"""Pair tasks and their instructions (paper §A.5, with full instructions instead of the fork's 1-char bug)."""
+"""Pair tasks and their instructions (paper §A.5, with full instructions instead of the fork's 1-char bug).
+
+Two instruction sets: the project's full sentences (``TASK_SPECS``, default) and the authors' strings verbatim
+(``AUTHORS_INSTRUCTIONS``); :class:`InstructionSet` chooses, e.g. ``PairDataModule(instruction_set=AUTHORS)``.
+"""
 
 from __future__ import annotations
 
@@ -46,3 +50,27 @@ TASK_SPECS: dict[PairTask, TaskSpec] = {
     PairTask.CLASSIFY: TaskSpec(PairTask.CLASSIFY, "Given a chest X-ray report, retrieve the statement of its "
                                 "findings and normal observations", symmetric=False),
 }
+
+
+class InstructionSet(str, Enum):
+    """Which query instructions the pair tasks use: the project's (``TASK_SPECS``) or the authors' verbatim."""
+
+    PROJECT = "project"
+    AUTHORS = "authors"
+
+
+#: The authors' ``CXR_EMBEDDING_PROMPTS`` (their LLM2CLIP fork, ``llm_caption_contrastive/dataset/CXR.py``)
+#: verbatim, the "give" typo included: these exact strings are what their model saw (full strings, not the fork's
+#: one-character indexing bug).
+AUTHORS_INSTRUCTIONS: dict[PairTask, str] = {
+    PairTask.VARIANT: "Retrieve semantically similar sentences",
+    PairTask.SUMMARIZE: "Summarize the give findings",
+    PairTask.CLASSIFY: "Classify the given report",
+}
+
+
+def task_instruction(task: PairTask, instruction_set: InstructionSet = InstructionSet.PROJECT) -> str:
+    """The query-side instruction of ``task`` in ``instruction_set``."""
+    if InstructionSet(instruction_set) is InstructionSet.AUTHORS:
+        return AUTHORS_INSTRUCTIONS[task]
+    return TASK_SPECS[task].instruction
