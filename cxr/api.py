@@ -70,6 +70,12 @@ class CXRModel(nn.Module):
         self.info = info or {}
         self.eval()
 
+    def to(self, *args, **kwargs) -> CXRModel:
+        # each part's own .to(): a LightningModule only updates its ``device`` property there
+        for part in self.parts.values():
+            part.to(*args, **kwargs)
+        return super().to(*args, **kwargs)
+
     @property
     def device(self) -> torch.device:
         for p in self.parameters():
@@ -172,7 +178,7 @@ def _from_checkpoint(path: Path, transform: TransformConfig | None) -> CXRModel:
 
     def encode_texts(texts: list[str]) -> torch.Tensor:
         # online, not through the training cache: the user's texts are new, and nothing is written to disk
-        feats = text.encode_online(texts).to(module.device)
+        feats = text.encode_online(texts).to(module.text_adapter.proj.weight.device)
         return module.text_adapter(feats)
 
     preprocess = Preprocess(_stored_transform(record, transform, path))
