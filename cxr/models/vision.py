@@ -63,6 +63,8 @@ class VisionTower(nn.Module):
         image_size: input resolution (paper: 448 for EVA02-L/14).
         drop_path_rate: stochastic depth.
         grad_checkpointing: timm activation checkpointing.
+        model_kwargs: extra ``timm.create_model`` arguments that change the architecture (e.g. ``depth``,
+            ``embed_dim``, ``num_heads``), for checkpoints whose shapes differ from the named model's.
     """
 
     def __init__(
@@ -73,6 +75,7 @@ class VisionTower(nn.Module):
         image_size: int = 224,
         drop_path_rate: float = 0.0,
         grad_checkpointing: bool = False,
+        model_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
 
@@ -82,7 +85,12 @@ class VisionTower(nn.Module):
         self.model_name = model_name
         self.image_size = image_size
         self.in_chans = in_chans
-        kwargs: dict = {"num_classes": 0, "in_chans": in_chans, "drop_path_rate": drop_path_rate}
+        self.model_kwargs = dict(model_kwargs or {})
+        reserved = {"num_classes", "in_chans", "drop_path_rate", "img_size", "pretrained"} & set(self.model_kwargs)
+        if reserved:
+            raise ValueError(f"model_kwargs may not set {sorted(reserved)}: they are VisionTower arguments")
+        kwargs: dict = {"num_classes": 0, "in_chans": in_chans, "drop_path_rate": drop_path_rate,
+                        **self.model_kwargs}
         try:
             self.backbone = self._create(model_name, pretrained is True, image_size, kwargs)
         except OSError as err:  # hub weights without network (HF_HUB_OFFLINE, no connection, not cached)
