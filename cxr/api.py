@@ -151,7 +151,7 @@ def load(path: str | os.PathLike, device: str | torch.device | None = None,
 
 
 def _stored_transform(record: dict | None, override: TransformConfig | None, where: Path) -> TransformConfig:
-    from cxr.models.inference_config import FROM_DATAMODULE
+    from cxr.models.inference_config import FROM_DATAMODULE, FROM_DEFAULTS
     from cxr.models.timm_export import transform_from_dict
 
     if override is not None:
@@ -160,7 +160,7 @@ def _stored_transform(record: dict | None, override: TransformConfig | None, whe
         raise ValueError(f"{where}: no stored preprocessing (saved before cxr stored it); pass "
                          f"cxr.load(..., transform=TransformConfig(image_size=..., in_chans=..., mean=..., std=...)) "
                          f"with the values of the training config")
-    if record.get("preprocess_source", FROM_DATAMODULE) != FROM_DATAMODULE:
+    if record.get("preprocess_source", FROM_DATAMODULE) == FROM_DEFAULTS:
         log.warning("%s: the stored preprocessing is the vision tower's size with TransformConfig defaults (the "
                     "model was saved without a CXRDataModule); pass transform= if training used other values",
                     where)

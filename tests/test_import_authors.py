@@ -291,7 +291,14 @@ def test_eval_py_evaluates_the_imported_model(authors, imported, tmp_path):
     x = torch.randn(2, 3, IMAGE, IMAGE)
     with torch.no_grad():
         torch.testing.assert_close(reloaded.encode_images(x), module.encode_images(x))
-        torch.testing.assert_close(reloaded.encode_texts(["No acute process."]), module.encode_texts(["No acute process."]))
+        text = ["No acute process."]
+        torch.testing.assert_close(reloaded.encode_texts(text), module.encode_texts(text))
+    import cxr
+
+    loaded = cxr.load(ckpt)  # the stored inference record carries the authors' preprocessing
+    assert loaded.preprocess.config.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
+    assert loaded.normalize is False  # the authors' raw dot-product similarity
+    assert loaded.preprocess.config.eval_resize.value == "crop" and loaded.preprocess.config.in_chans == 3
     csv_path = _write_manifest(tmp_path / "held", "h", 12, seed=3, split="test")
     spec = tmp_path / "held.yaml"
     spec.write_text(yaml.safe_dump({"class_path": "cxr.data.datamodule.CXRDataModule", "init_args": {

@@ -13,6 +13,7 @@ INFERENCE_KEY = "cxr_inference"
 FORMAT_VERSION = 1
 FROM_DATAMODULE = "datamodule"
 FROM_DEFAULTS = "vision_tower_with_transform_defaults"
+FROM_AUTHORS = "authors_release"  # an imported release: the authors' published preprocessing
 
 
 def preprocessing_of(module) -> tuple[TransformConfig, str]:

@@ -264,16 +264,35 @@ def smoke_forward(module) -> tuple[torch.Size, torch.Size]:
     return image.shape, text.shape
 
 
+#: The authors' eval preprocessing (``eva_clip/transform.py``): RGB, OpenAI-CLIP mean/std, short side + centre crop.
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def authors_preprocessing(module):
+    """The ``TransformConfig`` of the authors' validation transform at the model's input size."""
+    from cxr.data.transforms import EvalResize, TransformConfig
+
+    return TransformConfig(image_size=module.vision.image_size, in_chans=module.vision.in_chans, mean=CLIP_MEAN,
+                           std=CLIP_STD, eval_resize=EvalResize.CROP)
+
+
 def save_imported(module, hparams: dict, out: str | Path) -> Path:
-    """A Lightning checkpoint ``eval.py`` (``load_checkpoint_model``) rebuilds: hparams + trainable weights."""
+    """A Lightning checkpoint ``eval.py`` (``load_checkpoint_model``) and ``cxr.load`` rebuild: hparams, trainable
+    weights and the stored inference record (the authors' preprocessing, so ``cxr.load(...).preprocess`` is it)."""
     import lightning
 
+    from cxr.models.inference_config import FROM_AUTHORS, INFERENCE_KEY, inference_record
+    from cxr.models.timm_export import transform_dict
+
+    module.loaded_inference_record = {"preprocess": transform_dict(authors_preprocessing(module)),
+                                      "preprocess_source": FROM_AUTHORS}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     keep = module.trainable_state_keys()
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items() if k in keep}
     torch.save({"state_dict": state, "hyper_parameters": hparams, "epoch": 0, "global_step": 0,
-                "pytorch-lightning_version": lightning.__version__}, out)
+                "pytorch-lightning_version": lightning.__version__, INFERENCE_KEY: inference_record(module)}, out)
     return out
 
 
