@@ -62,9 +62,10 @@ def test_items_from_records():
             _record(1, "The endotracheal tube is in standard position.", "No acute cardiopulmonary process.")]
     assert [it.answer for it in summarization_items(recs)] == [r.report.impression for r in recs]
     errs = error_items(recs, seed=0)
-    assert errs, "an effusion report must yield three distinct error-injected impressions"
-    for it in errs:
-        assert len(set(it.candidates)) == 4 and it.candidates[it.correct] == recs[0].report.impression
+    # both impressions yield three distinct one-fact errors (the normal one: added findings or devices)
+    assert [it.query for it in errs] == [r.report.findings for r in recs]
+    for it, r in zip(errs, recs, strict=True):
+        assert len(set(it.candidates)) == 4 and it.candidates[it.correct] == r.report.impression
     abbr = abbreviation_items(recs, seed=0)
     assert len(abbr) == 2 and "ETT" in abbr[1].query and "endotracheal tube" in abbr[1].answer
     for it in abbr:

@@ -26,6 +26,7 @@ sentence the realistic styles write, the parsed facts equal the facts the senten
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -340,6 +341,7 @@ def _attach(text: str, subjects: list[_Subject], span: Span, attr: Attribute, va
 DEVICE_NAMES = frozenset(DEVICE_SUBJECTS.values())
 
 
+@functools.lru_cache(maxsize=65536)  # variants and each error kind re-read the same sentences; results are frozen
 def parse_sentence(sentence: str) -> ParsedSentence:
     """The facts one sentence (or list item) states, with the spans they were read from."""
     prefix = PREFIX.match(sentence)

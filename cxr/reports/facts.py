@@ -128,8 +128,16 @@ class Fact:
         return self
 
     def differing(self, other: Fact) -> list[Attribute]:
-        """Attributes whose values differ between the two asserted facts."""
+        """Attributes whose values differ between the two asserted facts.
+
+        When either fact is a denial, only what a denial asserts is compared (subject, presence, side, location,
+        position): "No left pleural effusion." contradicts "Large left pleural effusion, stable." in presence
+        alone — the size and trend belonged to the effusion that is now denied.
+        """
         a, b = self.asserted(), other.asserted()
+        if Presence.NEGATIVE in (a.presence, b.presence):
+            a, b = replace(a, severity=None, size_mm=None, trend=None), replace(b, severity=None, size_mm=None,
+                                                                                trend=None)
         return [Attribute(f.name) for f in fields(Fact) if getattr(a, f.name) != getattr(b, f.name)]
 
     def to_json(self) -> dict:

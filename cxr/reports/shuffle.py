@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from cxr.reports.compose import SECTION_TAG_PATTERN, SECTION_TAGS
-from cxr.reports.sentences import split_sentences
+from cxr.reports.sentences import join_sentences, split_sentences
 
 
 def _shuffle_body(body: str, rng: random.Random) -> str:
@@ -15,7 +15,7 @@ def _shuffle_body(body: str, rng: random.Random) -> str:
     inner = stripped[1:-1] if braced else stripped
     sentences = split_sentences(inner)
     rng.shuffle(sentences)
-    joined = " ".join(sentences)
+    joined = join_sentences(sentences)  # a shuffled numbered list is renumbered 1, 2, 3
     return "{" + joined + "}" if braced else joined
 
 

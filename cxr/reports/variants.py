@@ -15,7 +15,15 @@ from enum import Enum
 
 from cxr.reports.abbreviations import contract_abbreviations, expand_abbreviations
 from cxr.reports.anatomy import AnatomicalRegion, classify_sentence
-from cxr.reports.sentences import all_sentences, parse_sections, render_sections, sentence_positions
+from cxr.reports.fact_parser import parse_sentence
+from cxr.reports.facts import NO_FINDING, Presence
+from cxr.reports.sentences import (
+    all_sentences,
+    parse_sections,
+    render_sections,
+    sentence_positions,
+    strip_marker,
+)
 from cxr.reports.shuffle import shuffle_sentences
 
 
@@ -39,22 +47,43 @@ class ReportVariant:
     kind: VariantKind
 
 
-_NEGATION = re.compile(r"\b(?:no|not|without|negative for|free of|resolved)\b", re.IGNORECASE)
-_NORMAL = re.compile(r"\b(?:normal|clear|unremarkable|within normal limits|no acute|stable|unchanged)\b",
-                     re.IGNORECASE)
-# Size/side words mark a sentence as carrying a finding even when it also says "no" ("no change in the
-# small left effusion").
-_FINDING_DETAIL = re.compile(r"\b(?:small|large|mild|moderate|severe|left|right|bilateral|new|increas\w*|"
-                             r"decreas\w*|worse\w*|improv\w*|tube|catheter|line)\b", re.IGNORECASE)
-_TECHNIQUE = re.compile(r"^(?:comparison|compared|portable|ap |pa |frontal|single|views? of|upright|supine)",
-                        re.IGNORECASE)
+# Words that make an unparsed sentence clinically relevant: findings, devices, sizes and change over time ("Stable
+# appearance of the chest", "Degenerative changes of the spine"). Sides are absent: "clear bilaterally" is normal.
+_CLINICAL = re.compile(
+    r"\b(?:new|increas|decreas|wors|improv|stable|unchanged|persist|again|re-?demonstrat|progress|enlarg|resolv|"
+    r"opacit|effusion|pneumothora|consolidat|atelecta|edema|congest|nodul|mass|lesion|fractur|granulom|calcifi|"
+    r"scar|emphysem|hyperinfla|hyperexpan|elevat|blunt|thicken|deformit|scoliosis|kyphosis|degenerat|osteophyt|"
+    r"hernia|tortu|atheroscl|cardiomegaly|widen|infiltrat|pneumonia|collapse|fibrosis|cyst|cavit|bronchiect|"
+    r"interstitial|prominen|tube|line|catheter|picc|pacer|pacemaker|lead|wire|clip|stent|device|drain|port|valve|"
+    r"hardware|sternotomy|suture|small|large|mild|moderate|severe|minimal|trace|tiny|\d+(?:\.\d+)?\s*(?:mm|cm))",
+    re.IGNORECASE)
+# Positive evidence that a sentence without facts is a normal statement or a technique / comparison note.
+_NORMAL_OR_TECHNIQUE = re.compile(
+    r"\b(?:clear|normal|unremarkable|intact|within normal limits|none|no acute|no (?:significant |relevant )?"
+    r"(?:interval )?change|comparison|compared|views?|radiograph|portable|technique|discussed|communicated|"
+    r"notified|telephone|obtained)\b", re.IGNORECASE)
 
 
 def is_noncritical(sentence: str) -> bool:
-    """Heuristic: a normal/negative statement or technique note whose removal loses no positive finding."""
-    if _TECHNIQUE.search(sentence.strip()):
-        return True
-    return bool(_NEGATION.search(sentence) or _NORMAL.search(sentence)) and not _FINDING_DETAIL.search(sentence)
+    """Whether omitting ``sentence`` loses no positive or uncertain finding (the omission rule).
+
+    Only normal and negative statements may be omitted: a sentence whose facts
+    (:func:`cxr.reports.fact_parser.parse_sentence`) are all denials or normal-study statements, or a sentence
+    without facts that reads as normal / technique / comparison. A sentence stating any present or hedged finding
+    or device — "Stable marked cardiomegaly.", "Effusion is again seen." — is never omitted, and neither is one
+    with clinical words the fact reader does not account for ("No new consolidation", "Degenerative changes").
+    """
+    parsed = parse_sentence(sentence)
+    if any(m.fact.presence is not Presence.NEGATIVE and m.fact.subject != NO_FINDING for m in parsed.mentions):
+        return False
+    spans = [m.subject for m in parsed.mentions] + [m.cue for m in parsed.mentions if m.cue]
+    chars = list(sentence)
+    for a, b in spans:
+        chars[a:b] = " " * (b - a)
+    rest = "".join(chars)
+    if _CLINICAL.search(rest):
+        return False
+    return bool(parsed.mentions) or bool(_NORMAL_OR_TECHNIQUE.search(rest))
 
 
 def sentence_split(text: str, rng: random.Random) -> str | None:
@@ -62,13 +91,15 @@ def sentence_split(text: str, rng: random.Random) -> str | None:
     sentences = all_sentences(text)
     if len(sentences) < 2:
         return None
-    return rng.choice(sentences)
+    return strip_marker(rng.choice(sentences))  # a sentence taken out of a list loses its "2." / "-"
 
 
 def omit_sentences(text: str, rng: random.Random) -> str | None:
-    """Drop a random non-empty subset of non-critical sentences, keeping at least one sentence.
+    """Drop a random non-empty subset of the normal/negative sentences (:func:`is_noncritical`), keeping at least
+    one sentence: every positive or uncertain finding of the report survives.
 
-    Section tags are kept for sections that still have sentences. None when nothing can be dropped.
+    Section tags are kept for sections that still have sentences; numbered lists are renumbered. None when
+    nothing can be dropped.
     """
     sections = parse_sections(text)
     positions = sentence_positions(sections)
@@ -99,7 +130,7 @@ def anatomical_partition(text: str, rng: random.Random) -> str | None:
     if len(groups) < 2:
         return None
     region = rng.choice(sorted(groups, key=lambda r: r.value))
-    return " ".join(groups[region])
+    return " ".join(strip_marker(s) for s in groups[region])
 
 
 def abbreviation_expansion(text: str, rng: random.Random) -> str | None:

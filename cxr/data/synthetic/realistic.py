@@ -590,7 +590,7 @@ def _findings_phrases(w: RealisticWriter, present: list[Finding], negated: list[
         out.append(w.lungs_clear())
     if w.chance(0.3):
         out.append(w.filler())
-    return out
+    return out or [w.lungs_clear()]  # a findings section is never empty
 
 
 def _templated_findings(w: RealisticWriter, present: list[Finding], negated: list[str],
