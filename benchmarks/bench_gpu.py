@@ -501,8 +501,9 @@ def main(argv: list[str] | None = None) -> int:
 
     device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
     if not args.dry_run and device.type != "cuda":
-        print("[bench_gpu] no GPU: use --dry-run for the CPU toy run", file=sys.stderr)
-        return 2
+        # `make bench` runs every script: on a CPU-only box this one has nothing to measure.
+        print("[bench_gpu] no GPU here: nothing measured (use --dry-run for the CPU toy run)", file=sys.stderr)
+        return 0
     shape = TOY if args.dry_run else PAPER
     torch.backends.cuda.matmul.allow_tf32 = True
     bench = Bench(args.out, args.budget_s, device)
