@@ -47,3 +47,15 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     out = [torch.zeros_like(padded) for _ in range(world)]
     dist.all_gather(out, padded.contiguous())
     return torch.cat([o[: int(s.item())] for o, s in zip(out, sizes, strict=False)], dim=0)
+
+
+#: Name components FSDP and activation checkpointing insert into a wrapped module's parameter names.
+_WRAPPER_PREFIXES = ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod.")
+
+
+def clean_param_name(name: str) -> str:
+    """A parameter/buffer name without wrapper components (FSDP, checkpoint wrapper, ``torch.compile``), i.e. as
+    the module's state dict and a checkpoint spell it."""
+    for prefix in _WRAPPER_PREFIXES:
+        name = name.replace(prefix, "")
+    return name

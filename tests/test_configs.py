@@ -13,10 +13,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # configs/data/*.yaml are fragments for `--data`; they are checked combined with a full config below.
 # configs/eval/*.yaml are eval.py dataset specs (a DataModule or a DatasetSource); checked by eval.py's parser.
 # configs/eval_run/*.yaml are eval.py run configs (--config), parsed by eval.py's parser.
-FULL_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
-                      if p.parent.name not in ("data", "eval", "eval_run"))
+# configs/trainer/*.yaml are fragments for `--trainer`; checked combined with full configs below.
+# configs/variants/*.yaml override a full config (a second --config); checked combined with their base below.
+FRAGMENT_DIRS = ("data", "eval", "eval_run", "trainer", "variants")
+FULL_CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if p.parent.name not in FRAGMENT_DIRS)
 EVAL_RUNS = sorted((ROOT / "configs" / "eval_run").glob("*.yaml"))
 DATA_FRAGMENTS = sorted((ROOT / "configs" / "data").glob("*.yaml"))
+TRAINER_FRAGMENTS = sorted((ROOT / "configs" / "trainer").glob("*.yaml"))
 EVAL_SPECS = sorted((ROOT / "configs" / "eval").glob("*.yaml"))
 
 
@@ -42,6 +45,43 @@ def test_data_fragment_parses(fragment: Path) -> None:
     base = ROOT / "configs" / "demo.yaml"
     cfg = _print_config(["fit", "--config", str(base), "--data", str(fragment), "--print_config"])
     assert cfg["data"]["class_path"].startswith("cxr."), cfg["data"]
+
+
+@pytest.mark.parametrize("base", ["configs/clip/llm2clip4cxr.yaml", "configs/text/tiny_llama.yaml"])
+@pytest.mark.parametrize("fragment", TRAINER_FRAGMENTS, ids=lambda p: p.name)
+def test_trainer_fragment_parses(fragment: Path, base: str) -> None:
+    cfg = _print_config(["fit", "--config", str(ROOT / base), "--trainer", str(fragment), "--print_config"])
+    expected = yaml.safe_load(fragment.read_text())
+    trainer = cfg["trainer"]
+    for key in ("accelerator", "devices", "precision"):  # the fragment's keys win ...
+        assert trainer[key] == expected[key], key
+    strategy = expected["strategy"]
+    if isinstance(strategy, dict):
+        assert trainer["strategy"]["class_path"] == strategy["class_path"]
+        for key, value in strategy["init_args"].items():
+            assert trainer["strategy"]["init_args"][key] == value, key
+    base_trainer = yaml.safe_load((ROOT / base).read_text())["trainer"]
+    for key in ("max_epochs", "max_steps", "gradient_clip_val", "use_distributed_sampler"):  # ... others stay
+        if key in base_trainer and key not in expected:
+            assert trainer[key] == base_trainer[key], key
+
+
+def test_paper_config_variants() -> None:
+    base = str(ROOT / "configs" / "clip" / "llm2clip4cxr.yaml")
+    cached = _print_config(["fit", "--config", base, "--config",
+                            str(ROOT / "configs/variants/llm2clip4cxr_cached.yaml"), "--print_config"])
+    text = cached["model"]["init_args"]["text"]["init_args"]
+    assert text["lora"] is None and text["use_cache"] is True and text["cache_dir"]
+    assert cached["data"]["init_args"]["text_shuffle_prob"] == 0.0
+    assert cached["model"]["init_args"]["embed_dim"] == 1280  # the rest is the paper's
+    bucketed = _print_config(["fit", "--config", base, "--config",
+                              str(ROOT / "configs/variants/llm2clip4cxr_bucketed.yaml"), "--print_config"])
+    assert bucketed["data"]["init_args"]["length_bucketing"]["window_batches"] == 64
+    assert bucketed["model"]["init_args"]["text"]["init_args"]["lora"]["r"] == 16
+
+
+def test_trainer_fragments_exist() -> None:
+    assert {p.stem for p in TRAINER_FRAGMENTS} >= {"cpu", "gpu", "ddp", "fsdp", "deepspeed"}
 
 
 @pytest.mark.parametrize("spec", EVAL_SPECS, ids=lambda p: p.name)

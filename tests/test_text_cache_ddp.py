@@ -46,13 +46,13 @@ def _worker(rank: int, world: int, port: int, encoder: str, cache_dir: str, out_
         from cxr.models.text.encoder import TextEncoder
 
         encoded: list[int] = []
-        real_encode = TextEncoder.encode
+        real_forward = TextEncoder.forward
 
-        def counting_encode(self, texts, *args, **kwargs):  # how many texts THIS rank ran through the LLM
-            encoded.append(len(texts))
-            return real_encode(self, texts, *args, **kwargs)
+        def counting_forward(self, features):  # how many texts THIS rank ran through the LLM
+            encoded.append(len(features))
+            return real_forward(self, features)
 
-        TextEncoder.encode = counting_encode
+        TextEncoder.forward = counting_forward
         tower = _tower(encoder, cache_dir)
         first = tower.fill_cache(TEXTS)
         first_encoded = sum(encoded)

@@ -28,8 +28,11 @@ def test_local_safetensors_and_torch_weights_load(tmp_path) -> None:
 def test_channels_and_resolution() -> None:
     cnn = VisionTower("resnet18", in_chans=3, image_size=48)
     assert cnn(torch.randn(1, 3, 48, 48)).shape == (1, cnn.num_features)
+    grey = torch.randn(2, 1, 48, 48)
+    cnn.eval()  # grey batches are replicated on the device: same features as the 3-channel copy
+    torch.testing.assert_close(cnn(grey), cnn(grey.repeat(1, 3, 1, 1)), atol=0, rtol=0)
     with pytest.raises(ValueError, match="expects 3 channels"):
-        cnn(torch.randn(1, 1, 48, 48))
+        cnn(torch.randn(1, 2, 48, 48))
     with pytest.raises(ValueError, match="in_chans"):
         VisionTower("resnet18", in_chans=2)
 

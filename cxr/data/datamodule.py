@@ -9,6 +9,7 @@ import numpy as np
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, SequentialSampler
 
+from cxr.data.bucketing import LengthBucketedSampler, LengthBucketing
 from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
 from cxr.data.image_cache import CachedImageLoader
 from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
@@ -48,13 +49,19 @@ class CXRDataModule(LightningDataModule):
             None samples every training item once per epoch.
         eval_sources: held-out sources used only for validation/test (by their split).
         image_size: side of the square model input.
-        in_chans: image channels given to the vision tower (the grey image is repeated).
+        in_chans: image channels given to the vision tower (the grey image is repeated). With 3 channels and
+            the same mean/std for every channel, the workers send grey images and the vision tower replicates
+            them on the device (a third of the worker output, shared memory and host-to-device copy);
+            per-channel statistics (CLIP's) make the channels differ, so those are built in the workers.
         transform: augmentation preset, normalisation mean/std, eval geometry and the (off by default)
             horizontal flip; its ``image_size``/``in_chans`` are replaced by the two arguments above.
             Default: :class:`~cxr.data.transforms.TransformConfig` defaults (medium, 0.5/0.25, pad).
         batch_size: training batch size (per device).
         eval_batch_size: validation/test/predict batch size; default ``batch_size``.
         num_workers: DataLoader workers.
+        persistent_workers: keep the workers alive between epochs (no re-fork and dataset re-pickle per epoch);
+            default: on whenever ``num_workers > 0``. Safe here: per-sample randomness comes from the sampler's
+            draw seeds, which the main process hands to the workers.
         view_policy: ``frontal`` (no laterals; unknown views kept) or ``all``.
         sampling: training unit: ``study`` (a random eligible view per draw) or ``image``.
         keep_lateral_only: keep lateral-only studies (using a lateral) instead of skipping them.
@@ -71,6 +78,8 @@ class CXRDataModule(LightningDataModule):
             recorded in the cache (lookups are by path relative to that root).
         image_cache_fallback: decode the original when an image is not in the cache; ``False`` makes a
             miss an error (runs that must never touch full-size DICOMs).
+        length_bucketing: training batches of similar report length (:mod:`cxr.data.bucketing`): less padding
+            on the online (LoRA) text path; pairing, draws and augmentation unchanged. None: off.
     """
 
     def __init__(
@@ -97,6 +106,8 @@ class CXRDataModule(LightningDataModule):
         image_cache_dir: str | None = None,
         image_cache_src_root: str | None = None,
         image_cache_fallback: bool = True,
+        persistent_workers: bool | None = None,
+        length_bucketing: LengthBucketing | None = None,
     ) -> None:
         super().__init__()
         self.sources = list(sources)
@@ -121,6 +132,10 @@ class CXRDataModule(LightningDataModule):
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
+        self.persistent_workers = num_workers > 0 if persistent_workers is None else bool(persistent_workers)
+        if self.persistent_workers and num_workers == 0:
+            raise ValueError("persistent_workers=true needs num_workers > 0")
+        self.length_bucketing = length_bucketing
         self.view_policy = ViewPolicy(view_policy)
         self.sampling = SamplingUnit(sampling)
         self.keep_lateral_only = keep_lateral_only
@@ -188,11 +203,20 @@ class CXRDataModule(LightningDataModule):
             if no_image:
                 log.info("%s: %d of %d studies have no image under view_policy=%s (left out)", split.value,
                          no_image, len(records), self.view_policy.value)
-            transform = self.transform.build(train)
+            transform = self.worker_transform().build(train)
             self._datasets[split] = ImageTextDataset(records, items, self.image_loader, transform,
                                                      tagged_sections=self.tagged_sections,
                                                      text_shuffle_prob=self.text_shuffle_prob if train else 0.0)
         return self._datasets[split]
+
+    def worker_transform(self) -> TransformConfig:
+        """What the loader workers produce: ``transform``, or its grey version when a 3-channel tower gets the
+        same normalisation on every channel (the tower replicates the channel on the device)."""
+        t = self.transform
+        uniform = len(set(_as_tuple(t.mean))) == 1 and len(set(_as_tuple(t.std))) == 1
+        if t.in_chans == 3 and uniform:
+            return replace(t, in_chans=1, mean=_as_tuple(t.mean)[0], std=_as_tuple(t.std)[0])
+        return t
 
     def records(self, split: Split | str) -> list[StudyRecord]:
         """The studies ``split`` yields samples from (in dataset order; studies without an eligible image
@@ -221,7 +245,7 @@ class CXRDataModule(LightningDataModule):
     def _loader(self, dataset: ImageTextDataset, batch_size: int, sampler, drop_last: bool) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers, collate_fn=collate_samples, pin_memory=self.pin_memory,
-                          persistent_workers=False)
+                          persistent_workers=self.persistent_workers)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset(Split.TRAIN)
@@ -235,7 +259,19 @@ class CXRDataModule(LightningDataModule):
         if len(sampler) < self.batch_size:
             raise ValueError(f"{len(sampler)} training samples per epoch is fewer than one batch "
                              f"({self.batch_size}); drop_last would leave nothing")
+        if self.length_bucketing is not None:
+            sampler = self._bucketed(dataset, sampler)
         return self._loader(dataset, self.batch_size, sampler, drop_last=True)
+
+    def _bucketed(self, dataset: ImageTextDataset, sampler: SeededSampler) -> LengthBucketedSampler:
+        """The training draws reordered into similar-length global batches (``batch_size × world_size``)."""
+        assert self.length_bucketing is not None
+        per_record = self.length_bucketing.lengths(dataset.texts)
+        lengths = [per_record[it.record_index] for it in dataset.items]
+        trainer = getattr(self, "trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        return LengthBucketedSampler(sampler, lengths, self.batch_size * world,
+                                     self.length_bucketing.window_batches, seed=self.seed)
 
     def _eval_loader(self, split: Split) -> DataLoader:
         dataset = self._dataset(split)
@@ -249,6 +285,10 @@ class CXRDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader(Split.TEST)
+
+
+def _as_tuple(value: float | tuple[float, ...]) -> tuple[float, ...]:
+    return (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
 
 
 def records_by_source(records: list[StudyRecord]) -> dict[str, int]:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from lightning.pytorch import LightningModule
 from torch import nn
 
 from cxr.data.batch import ImageTextBatch
+from cxr.distributed import clean_param_name
 from cxr.losses.clip import (
     SIGLIP_INIT_LOGIT_BIAS,
     ClipLossConfig,
@@ -18,6 +19,7 @@ from cxr.losses.clip import (
     clip_loss,
 )
 from cxr.metrics.retrieval import ImageTextRetrieval
+from cxr.models.grad_cache import check_micro_batches, grad_cache_step, split_evenly, trainer_loss_scale
 from cxr.models.optim import clip_param_groups
 from cxr.models.text.tower import TextTower
 from cxr.models.vision import VisionTower
@@ -72,6 +74,10 @@ class CLIPAlignModule(LightningModule):
         eval_ks: the K of validation/test Recall@K.
         retrieval_protocol: ``study`` or ``image`` (see ``cxr.metrics.retrieval``).
         fill_text_cache: embed the DataModule's texts into the cache during ``setup``.
+        micro_batches: feature accumulation (GradCache, :mod:`cxr.models.grad_cache`): each training batch is
+            embedded in this many micro-batches and the loss is the full batch's, with the exact full-batch
+            gradient and the activation memory of one micro-batch. 1 = off. A contrastive batch of 1,024 on
+            2 GPUs: ``batch_size: 512`` with ``micro_batches: 4``.
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class CLIPAlignModule(LightningModule):
         eval_ks: list[int] | None = None,
         retrieval_protocol: str = "study",
         fill_text_cache: bool = True,
+        micro_batches: int = 1,
     ) -> None:
         super().__init__()
         if _under_cli():
@@ -101,14 +108,17 @@ class CLIPAlignModule(LightningModule):
         self.vision = vision
         self.text = text
         self.loss_config = loss or ClipLossConfig()
+        self.micro_batches = check_micro_batches(micro_batches)
         self.image_proj = nn.Linear(vision.num_features, embed_dim)
         nn.init.trunc_normal_(self.image_proj.weight, std=0.02 * head_init_std)
         nn.init.zeros_(self.image_proj.bias)
         self.text_adapter = text.make_adapter(embed_dim)
-        self.logit_scale = nn.Parameter(torch.tensor(self.loss_config.initial_scale()),
+        # One-element vectors, not 0-d scalars: FSDP cannot shard 0-d parameters (checkpoints of 0-d tensors
+        # still load: ``load_state_dict`` reshapes them).
+        self.logit_scale = nn.Parameter(torch.tensor([self.loss_config.initial_scale()]),
                                         requires_grad=self.loss_config.learn_logit_scale)
         siglip = self.loss_config.kind == ClipLossKind.SIGLIP
-        self.logit_bias = nn.Parameter(torch.tensor(SIGLIP_INIT_LOGIT_BIAS)) if siglip else None
+        self.logit_bias = nn.Parameter(torch.tensor([SIGLIP_INIT_LOGIT_BIAS])) if siglip else None
         ks = tuple(eval_ks or (1, 5, 10))
         self.val_retrieval = ImageTextRetrieval(ks=ks, protocol=retrieval_protocol,
                                                 normalize=self.loss_config.normalize)
@@ -154,12 +164,27 @@ class CLIPAlignModule(LightningModule):
         return clip_loss(image_emb, text_emb, self.logit_scale, batch.study_ids, batch.text_ids,
                          self.loss_config, self.logit_bias)
 
+    def _accumulated_loss(self, batch: ImageTextBatch):
+        """The full-batch loss and gradient from ``micro_batches`` micro-batches (see ``cxr.models.grad_cache``)."""
+        chunks = [(batch.images[sl], batch.texts[sl]) for sl in split_evenly(len(batch), self.micro_batches)]
+
+        def loss_fn(features):
+            out = clip_loss(features[0], features[1], self.logit_scale, batch.study_ids, batch.text_ids,
+                            self.loss_config, self.logit_bias)
+            return out.loss, out
+
+        scale = trainer_loss_scale(self.trainer) if self._trainer is not None else None
+        result = grad_cache_step(chunks, lambda c: (self.encode_images(c[0]), self.encode_texts(c[1])), loss_fn,
+                                 self, [self.logit_scale] + ([self.logit_bias] if self.logit_bias is not None
+                                                             else []), scale)
+        return replace(result.extra, loss=result.surrogate)
+
     def training_step(self, batch: ImageTextBatch, batch_idx: int) -> torch.Tensor:
-        out = self._loss(batch)
+        out = self._accumulated_loss(batch) if self.micro_batches > 1 else self._loss(batch)
         b = len(batch)
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=b, sync_dist=False)
-        self.log("train/logit_scale", self.logit_scale.detach().exp() if self.loss_config.exp_scale
-                 else self.logit_scale.detach(), batch_size=b)
+        self.log("train/loss", out.loss.detach(), prog_bar=True, batch_size=b, sync_dist=False)
+        scale = self.logit_scale.detach().squeeze()
+        self.log("train/logit_scale", scale.exp() if self.loss_config.exp_scale else scale, batch_size=b)
         self.log("train/i2t_acc", out.i2t_acc, batch_size=b)
         self.log("train/t2i_acc", out.t2i_acc, batch_size=b)
         return out.loss
@@ -218,9 +243,10 @@ class CLIPAlignModule(LightningModule):
     # ----------------------------------------------------------------------------------- checkpoints
     def trainable_state_keys(self) -> set[str]:
         """State-dict keys a checkpoint keeps: trainable params plus buffers outside the frozen encoder."""
-        keep = {n for n, p in self.named_parameters() if p.requires_grad}
-        keep |= {n for n, _ in self.named_buffers() if not n.startswith("text.encoder.")}
-        return keep
+        # Names as a checkpoint spells them: FSDP inserts wrapper prefixes into the live module's names.
+        keep = {clean_param_name(n) for n, p in self.named_parameters() if p.requires_grad}
+        buffers = (clean_param_name(n) for n, _ in self.named_buffers())
+        return keep | {n for n in buffers if not n.startswith("text.encoder.")}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         from cxr.models.inference_config import INFERENCE_KEY, inference_record
@@ -246,6 +272,11 @@ class CLIPAlignModule(LightningModule):
         """
         from torch.nn.modules.module import _IncompatibleKeys
 
+        state_dict = dict(state_dict)
+        for name in ("logit_scale", "logit_bias"):  # 0-d in checkpoints written before they became (1,)
+            own = getattr(self, name, None)
+            if name in state_dict and own is not None and state_dict[name].shape != own.shape:
+                state_dict[name] = state_dict[name].reshape(own.shape)
         result = super().load_state_dict(state_dict, strict=False, assign=assign)
         keep = self.trainable_state_keys()
         missing = [k for k in result.missing_keys if k in keep]

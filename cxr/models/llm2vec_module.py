@@ -26,6 +26,7 @@ from cxr.distributed import gather_no_grad
 from cxr.losses.info_nce import DEFAULT_SCALE, hard_negative_logits, in_batch_accuracy
 from cxr.losses.mntp import mntp_loss, mntp_mask
 from cxr.metrics.ranking import positives_from_ids, retrieval_ranks, summarize_ranks
+from cxr.models.grad_cache import check_micro_batches, grad_cache_step, split_evenly, trainer_loss_scale
 from cxr.models.text.encoder import TextEncoder, TokenizedText
 from cxr.models.text.export import export_text_encoder
 from cxr.models.text.lora import LoraSettings
@@ -103,6 +104,10 @@ class LLM2VecModule(L.LightningModule):
         warmup_steps: linear warm-up steps, then constant.
         export_dir: where rank 0 writes the adapted encoder at fit end (None: no export).
         export_merge_lora: merge LoRA into the exported weights (else save base + adapter).
+        micro_batches: supervised stage only: feature accumulation (GradCache, :mod:`cxr.models.grad_cache`),
+            each batch embedded in this many micro-batches with the exact full-batch loss and gradient and one
+            micro-batch's activation memory. 1 = off. (MNTP has no cross-sample term: use the trainer's
+            ``accumulate_grad_batches`` there.)
     """
 
     def __init__(self, model_name_or_path: str, stage: AdaptStage = AdaptStage.SUPERVISED,
@@ -111,7 +116,7 @@ class LLM2VecModule(L.LightningModule):
                  attn_implementation: str | None = None, init_pooling: bool = False,
                  trust_remote_code: bool = False, loss_scale: float = DEFAULT_SCALE, mask_probability: float = 0.2,
                  learning_rate: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 0,
-                 export_dir: str | None = None, export_merge_lora: bool = True) -> None:
+                 export_dir: str | None = None, export_merge_lora: bool = True, micro_batches: int = 1) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.stage = parse_enum(AdaptStage, stage)
@@ -135,6 +140,10 @@ class LLM2VecModule(L.LightningModule):
         self.warmup_steps = int(warmup_steps)
         self.export_dir = export_dir
         self.export_merge_lora = export_merge_lora
+        self.micro_batches = check_micro_batches(micro_batches)
+        if self.micro_batches > 1 and self.stage is AdaptStage.MNTP:
+            raise ValueError("micro_batches > 1 applies to the supervised stage; MNTP's loss has no cross-sample "
+                             "term, so use trainer.accumulate_grad_batches for it")
         self.encoder: TextEncoder | None = None
         self._val_parts: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
@@ -200,12 +209,33 @@ class LLM2VecModule(L.LightningModule):
             loss = self.mntp_step(batch)
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
             return loss
-        q, p, n = self.embed_batch(batch)
-        out = hard_negative_logits(q, p, n, scale=self.loss_scale)
-        loss = torch.nn.functional.cross_entropy(out.logits, out.targets)
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        if self.micro_batches > 1:
+            loss, out = self._accumulated_loss(batch)
+        else:
+            q, p, n = self.embed_batch(batch)
+            out = hard_negative_logits(q, p, n, scale=self.loss_scale)
+            loss = torch.nn.functional.cross_entropy(out.logits, out.targets)
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=len(batch))
         self.log("train/in_batch_acc", in_batch_accuracy(out), batch_size=len(batch))
         return loss
+
+    def _accumulated_loss(self, batch: PairBatch):
+        """Full-batch supervised loss and gradient from ``micro_batches`` micro-batches (``cxr.models.grad_cache``)."""
+        chunks = [PairBatch(batch.queries[sl], batch.positives[sl],
+                            batch.negatives[sl] if batch.negatives else None, batch.task)
+                  for sl in split_evenly(len(batch), self.micro_batches)]
+
+        def embed(chunk: PairBatch) -> tuple[torch.Tensor, ...]:
+            return tuple(t for t in self.embed_batch(chunk) if t is not None)
+
+        def loss_fn(features: tuple[torch.Tensor, ...]):
+            out = hard_negative_logits(features[0], features[1], features[2] if len(features) > 2 else None,
+                                       scale=self.loss_scale)
+            return torch.nn.functional.cross_entropy(out.logits, out.targets), out
+
+        scale = trainer_loss_scale(self.trainer) if self._trainer is not None else None
+        result = grad_cache_step(chunks, embed, loss_fn, self, (), scale)
+        return result.surrogate, result.extra
 
     def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
         enc = self.text_encoder

@@ -134,7 +134,13 @@ class VisionTower(nn.Module):
             raise ValueError(f"{path}: {len(missing)} backbone weights missing (e.g. {missing[:5]})")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if images.shape[1] != self.in_chans:
+        """Pooled features of ``(B, in_chans, S, S)`` images; a 3-channel tower also takes grey ``(B, 1, S, S)``
+        batches and replicates the channel here, on the batch's device (``CXRDataModule`` sends grey batches
+        when the normalisation is the same for all channels: a third of the worker output and host-to-device
+        copy)."""
+        if images.shape[1] == 1 and self.in_chans == 3:
+            images = images.expand(-1, 3, -1, -1)
+        elif images.shape[1] != self.in_chans:
             raise ValueError(f"vision tower expects {self.in_chans} channels, batch has {images.shape[1]}")
         return self.backbone(images)
 

@@ -37,8 +37,15 @@ def set_causal(model: nn.Module, causal: bool) -> None:
 
 
 def forward_kwargs(decoder: bool, bidirectional: bool) -> dict[str, bool]:
-    """Extra kwargs for the backbone's forward: ``is_causal=False`` for bidirectional decoders (encoders take none)."""
-    return {"is_causal": False} if decoder and bidirectional else {}
+    """Extra kwargs for the backbone's forward: ``is_causal=False`` for bidirectional decoders (encoders take none).
+
+    Decoders also get ``use_cache=False``: an encoder never generates, and a KV cache built during the forward is
+    appended to again when activation checkpointing recomputes the layer (FSDP's checkpoint wrapper), which
+    doubles the key length and breaks the attention shapes.
+    """
+    if not decoder:
+        return {}
+    return {"is_causal": False, "use_cache": False} if bidirectional else {"use_cache": False}
 
 
 def _probe_ids(vocab_size: int, special_ids: set[int], length: int, seed: int) -> torch.Tensor:

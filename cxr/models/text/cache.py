@@ -8,6 +8,8 @@ Layout under ``root/<fingerprint>/``:
 
 Every file is written to a temporary name, fsynced and ``os.replace``d into place; a reader only opens
 shards the manifest lists, so a killed writer leaves, at worst, unreferenced temp files that are never read.
+A commit holds ``manifest.lock`` (a file lock) while it re-reads the manifest on disk and adds its shards, so
+writers that commit concurrently (DDP ranks, two jobs filling one cache) never drop each other's shards.
 A key is ``blake2b(instruction, text)``; the encoder fingerprint selects the directory. Changing the
 encoder, its settings, the instruction or one character of a text therefore misses the cache.
 """
@@ -17,15 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock
 
 MANIFEST = "manifest.json"
+LOCK = "manifest.lock"
 FORMAT_VERSION = 1
+#: Disk bytes per cached row beyond the float32 embedding: the 32-byte key plus .npy headers amortised.
+_ROW_OVERHEAD = 48
+#: Free space kept beyond the estimate (the manifest, temp copies, other writers).
+_SPACE_MARGIN = 64 << 20
+
+
+class CacheDirectoryError(OSError):
+    """The cache directory cannot take the embeddings (not creatable, not writable, or too little space)."""
 
 
 def text_key(text: str, instruction: str | None) -> str:
@@ -103,15 +116,21 @@ class TextEmbeddingCache:
     def directory(self) -> Path:
         return self.root / self.fingerprint
 
+    def _read_manifest(self) -> dict | None:
+        """The manifest on disk if it is this fingerprint's (a foreign or outdated one counts as absent)."""
+        manifest = self.directory / MANIFEST
+        if not manifest.is_file():
+            return None
+        meta = json.loads(manifest.read_text())
+        if meta.get("fingerprint") != self.fingerprint or meta.get("version") != FORMAT_VERSION:
+            return None  # never mix embeddings across encoders
+        return meta
+
     def reload(self) -> None:
         """Re-read the manifest (e.g. after another rank committed shards)."""
         self._index, self._arrays, self._shards = {}, [], []
-        manifest = self.directory / MANIFEST
-        if not manifest.is_file():
-            return
-        meta = json.loads(manifest.read_text())
-        if meta.get("fingerprint") != self.fingerprint or meta.get("version") != FORMAT_VERSION:
-            # A foreign or outdated manifest: treat as empty, never mix embeddings across encoders.
+        meta = self._read_manifest()
+        if meta is None:
             return
         self.dim = int(meta["dim"])
         for i, shard in enumerate(meta["shards"]):
@@ -166,9 +185,24 @@ class TextEmbeddingCache:
         atomic_write_bytes(self.directory / f"shard-{name}.npy", lambda f: np.save(f, emb))
         return name
 
-    def commit(self, names: list[str]) -> None:
-        """Add written shards to the manifest (atomic replace, written last) and reload."""
-        shards = {s.name: s.rows for s in self._shards}
+    def commit(self, names: list[str], reload: bool = True) -> None:
+        """Add written shards to the manifest (atomic replace, written last) and reload.
+
+        Holds the manifest lock and starts from the manifest on disk, not from this handle's last reload, so
+        shards another writer committed meanwhile are kept. ``reload=False`` skips re-reading every shard's
+        keys (a long fill commits often and reloads once at the end).
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.directory / LOCK)):
+            self._commit_locked(names)
+        if reload:
+            self.reload()
+
+    def _commit_locked(self, names: list[str]) -> None:
+        meta = self._read_manifest()
+        if meta is not None and self.dim is None:
+            self.dim = int(meta["dim"])
+        shards = {s["name"]: int(s["rows"]) for s in (meta["shards"] if meta else [])}
         for name in names:
             if name in shards:
                 continue
@@ -182,9 +216,26 @@ class TextEmbeddingCache:
                 "shards": [{"name": n, "rows": r} for n, r in shards.items()]}
         payload = json.dumps(meta, indent=1).encode()
         atomic_write_bytes(self.directory / MANIFEST, lambda f: f.write(payload))
-        self.reload()
 
-    def add(self, keys: list[str], embeddings: torch.Tensor | np.ndarray) -> None:
-        """Single-process convenience: write a shard and commit it."""
+    def ensure_room(self, rows: int, dim: int) -> None:
+        """Fail before any encoding when the directory cannot be created or written, or lacks the space for
+        ``rows`` more embeddings of ``dim`` floats (an LLM fill takes hours: find out now, not at the end)."""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.directory, prefix=".write-probe-"):
+                pass
+        except OSError as err:
+            raise CacheDirectoryError(err.errno, f"text cache directory {self.directory} is not writable "
+                                                 f"({err.strerror or err}); set text.cache_dir to a writable "
+                                                 f"folder") from err
+        needed = rows * (dim * 4 + _ROW_OVERHEAD) + _SPACE_MARGIN
+        free = shutil.disk_usage(self.directory).free
+        if free < needed:
+            raise CacheDirectoryError(28, f"text cache directory {self.directory} has {free / 2**20:.0f} MiB "
+                                          f"free; {rows} embeddings of dim {dim} need about "
+                                          f"{needed / 2**20:.0f} MiB")
+
+    def add(self, keys: list[str], embeddings: torch.Tensor | np.ndarray, reload: bool = True) -> None:
+        """Write a shard and commit it (see :meth:`commit`)."""
         if keys:
-            self.commit([self.write_shard(keys, embeddings)])
+            self.commit([self.write_shard(keys, embeddings)], reload=reload)

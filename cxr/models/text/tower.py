@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -16,8 +17,9 @@ from torch import nn
 
 from cxr.distributed import rank_and_world_size
 from cxr.models.adapters import AdapterKind, TextAdapter
-from cxr.models.text.cache import TextEmbeddingCache, shard_id, text_key
+from cxr.models.text.cache import TextEmbeddingCache, text_key
 from cxr.models.text.encoder import TextEncoder, resolve_model_path
+from cxr.models.text.fill import FillSettings, embed_into_cache
 from cxr.models.text.instructions import instruction_for_report
 from cxr.models.text.lora import LoraSettings
 from cxr.models.text.pooling import PoolingMode
@@ -60,6 +62,16 @@ def encoder_files_fingerprint(path: str, settings: dict) -> str:
     return h.hexdigest()
 
 
+def _from_rank_zero(value: list[str] | None, world: int) -> list[str]:
+    """Rank 0's value on every rank (the missing-text list: ranks must split one list, even if another job
+    commits to the cache between their reads)."""
+    if world == 1:
+        return list(value or [])
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return list(box[0] or [])
+
+
 class TextTower(nn.Module):
     """Texts → frozen-encoder embeddings, from the cache or computed online.
 
@@ -80,6 +92,9 @@ class TextTower(nn.Module):
         embedding_dim: encoder output size; ``None`` reads ``hidden_size`` from the model's ``config.json``.
         encode_batch_size: batch size when filling the cache.
         trust_remote_code: passed to transformers (off unless configured).
+        fill_workers: DataLoader workers that tokenise the next batches while the encoder runs (cache fill).
+        fill_commit_every: the cache fill commits a shard every this many texts per rank, so a killed fill
+            resumes where it stopped (at most this many embeddings are redone).
     """
 
     def __init__(
@@ -98,6 +113,8 @@ class TextTower(nn.Module):
         embedding_dim: int | None = None,
         encode_batch_size: int = 32,
         trust_remote_code: bool = False,
+        fill_workers: int = 2,
+        fill_commit_every: int = 8192,
     ) -> None:
         super().__init__()
         self.encoder_name = encoder
@@ -122,6 +139,9 @@ class TextTower(nn.Module):
         self.instruction = instruction
         self.encode_batch_size = encode_batch_size
         self.trust_remote_code = trust_remote_code
+        # validated now: a bad value must not surface only after the encoder was loaded
+        self.fill_settings = FillSettings(batch_size=encode_batch_size, num_workers=fill_workers,
+                                          commit_every=fill_commit_every)
         self._embedding_dim = embedding_dim or self._read_hidden_size()
         self.encoder: nn.Module | None = None
         self._cache: TextEmbeddingCache | None = None
@@ -227,40 +247,41 @@ class TextTower(nn.Module):
         return self.use_cache and not self.trainable
 
     def fill_cache(self, texts: list[str], device: torch.device | str | None = None) -> int:
-        """Embed every (instruction, text) not yet cached; returns how many were embedded.
+        """Embed every (instruction, text) not yet cached; returns how many were missing (all ranks).
 
-        Under DDP each rank embeds ``missing[rank::world]`` and writes its shard; rank 0 commits the
-        manifest. All ranks must call it with the same ``texts``. ``device``: where the encoder runs while
-        filling (Lightning calls ``setup`` before moving the module to the accelerator).
+        Before loading the encoder the cache directory is checked (writable, enough free space). Under DDP rank
+        0's list of missing texts is broadcast and each rank embeds ``missing[rank::world]``, committing its own
+        shards every ``fill_commit_every`` texts under the manifest lock (``cxr.models.text.fill``); a killed
+        fill therefore resumes with the texts not yet committed. All ranks must call it with the same ``texts``.
+        ``device``: where the encoder runs while filling (Lightning calls ``setup`` before moving the module).
         """
-        import torch.distributed as dist
-
         cache = self.cache
         keys = self.keys(texts)
-        missing = cache.missing(keys)
+        rank, world = rank_and_world_size()
+        if rank == 0:
+            cache.reload()  # another job may have filled some meanwhile
+        missing = _from_rank_zero(cache.missing(keys) if rank == 0 else None, world)
         if not missing:
             return 0
-        first = {}
-        for k, t in zip(keys, texts, strict=False):
+        cache.ensure_room(len(missing), self._embedding_dim)
+        first: dict[str, str] = {}
+        for k, t in zip(keys, texts, strict=True):
             first.setdefault(k, t)
-        rank, world = rank_and_world_size()
         mine = missing[rank::world]
+        rate = 0.0
         if mine:
             enc = self.build_encoder()
             if device is not None:
                 enc.to(device)
-            emb = enc.encode(self._inputs([first[k] for k in mine]), batch_size=self.encode_batch_size,
-                             show_progress=rank == 0)  # filling a cache with an LLM takes minutes: show it
-            cache.write_shard(mine, emb)
+            settings = replace(self.fill_settings, show_progress=rank == 0)
+            rate = embed_into_cache(enc, cache, mine, self._inputs([first[k] for k in mine]),
+                                    next(enc.parameters()).device, settings)
         if world > 1:
-            dist.barrier()
-        if rank == 0:
-            cache.commit([shard_id(missing[r::world]) for r in range(world) if missing[r::world]])
-        if world > 1:
-            dist.barrier()
+            torch.distributed.barrier()
         cache.reload()
         self.release_encoder()
-        log.info("text cache %s: embedded %d new texts (%d cached)", cache.directory, len(missing), len(cache))
+        log.info("text cache %s: embedded %d new texts (%d cached; rank %d at %.0f tokens/s)", cache.directory,
+                 len(missing), len(cache), rank, rate)
         return len(missing)
 
     def forward(self, texts: list[str]) -> torch.Tensor:
