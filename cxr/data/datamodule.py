@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from cxr.data.bucketing import LengthBucketedSampler, LengthBucketing
 from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
 from cxr.data.image_cache import CachedImageLoader
+from cxr.data.resumable import ResumableDataLoader
 from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
 from cxr.data.sources.base import DatasetSource
 from cxr.data.sources.tables import TableError
@@ -243,7 +244,8 @@ class CXRDataModule(LightningDataModule):
                 self._dataset(split)
 
     def _loader(self, dataset: ImageTextDataset, batch_size: int, sampler, drop_last: bool) -> DataLoader:
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+        # resumable: a checkpoint saved mid-epoch holds the position, so --ckpt_path resumes exactly
+        return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
                           num_workers=self.num_workers, collate_fn=collate_samples, pin_memory=self.pin_memory,
                           persistent_workers=self.persistent_workers)
 

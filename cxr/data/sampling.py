@@ -85,9 +85,14 @@ class SeededSampler(Sampler[SampleKey]):
         self.num_samples = num_samples or num_items
         self.seed = seed
         self.epoch = 0
+        self._offset = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def start_at(self, epoch: int, offset: int) -> None:
+        """Make the next pass epoch ``epoch`` minus its first ``offset`` draws (mid-epoch resume)."""
+        self.epoch, self._offset = int(epoch), int(offset)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -101,7 +106,8 @@ class SeededSampler(Sampler[SampleKey]):
         else:
             order = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=gen)
         seeds = torch.randint(0, 2**62, (self.num_samples,), generator=gen)
-        for idx, s in zip(order.tolist(), seeds.tolist(), strict=False):
+        offset, self._offset = self._offset, 0  # the whole pass is drawn first, so a skip changes no draw
+        for idx, s in zip(order[offset:].tolist(), seeds[offset:].tolist(), strict=False):
             yield SampleKey(idx, s)
 
 

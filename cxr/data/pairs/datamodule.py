@@ -26,6 +26,7 @@ from cxr.data.pairs.pairs import (
 )
 from cxr.data.pairs.task_sampler import TaskBatchSampler
 from cxr.data.pairs.tasks import TASK_SPECS, InstructionSet, PairTask, task_instruction
+from cxr.data.resumable import ResumableDataLoader
 from cxr.data.sources.base import DatasetSource
 from cxr.data.validation import (
     BadInputPolicy,
@@ -255,11 +256,12 @@ class PairDataModule(L.LightningDataModule):
             raise ValueError(f"no task has {self.batch_size * world} pairs: every global batch would be incomplete "
                              f"(task sizes: { {t.value: len(i) for t, i in self.train_set._by_task.items()} })")
         self.train_set.epoch_source = self._sampler
-        return DataLoader(self.train_set, batch_sampler=self._sampler, collate_fn=collate_pairs,
-                          num_workers=self.num_workers)
+        # resumable: a checkpoint saved mid-epoch holds the position, so --ckpt_path resumes exactly
+        return ResumableDataLoader(self.train_set, batch_sampler=self._sampler, collate_fn=collate_pairs,
+                                   num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
         return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, collate_fn=collate_pairs,
-                          num_workers=self.num_workers)
+                                   num_workers=self.num_workers)

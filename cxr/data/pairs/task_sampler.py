@@ -32,10 +32,15 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.shuffle = shuffle
         self.epoch = 0
         self.drop_last = True  # documented behaviour; also lets Lightning introspect it
+        self._offset = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle differently each epoch (Lightning calls this on samplers that have it)."""
         self.epoch = epoch
+
+    def start_at(self, epoch: int, offset: int) -> None:
+        """Make the next pass epoch ``epoch`` minus its first ``offset`` batches (mid-epoch resume)."""
+        self.epoch, self._offset = int(epoch), int(offset)
 
     def global_batches(self) -> list[list[int]]:
         """This epoch's global batches (each ``batch_size * world_size`` indices of one task)."""
@@ -56,7 +61,8 @@ class TaskBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         lo = self.rank * self.batch_size
-        for chunk in self.global_batches():
+        offset, self._offset = self._offset, 0
+        for chunk in self.global_batches()[offset:]:
             yield chunk[lo:lo + self.batch_size]
 
     def __len__(self) -> int:
