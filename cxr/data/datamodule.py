@@ -246,8 +246,8 @@ class CXRDataModule(LightningDataModule):
     def _loader(self, dataset: ImageTextDataset, batch_size: int, sampler, drop_last: bool) -> DataLoader:
         # resumable: a checkpoint saved mid-epoch holds the position, so --ckpt_path resumes exactly
         return ResumableDataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                          num_workers=self.num_workers, collate_fn=collate_samples, pin_memory=self.pin_memory,
-                          persistent_workers=self.persistent_workers)
+                                   num_workers=self.num_workers, collate_fn=collate_samples,
+                                   pin_memory=self.pin_memory, persistent_workers=self.persistent_workers)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self._dataset(Split.TRAIN)
