@@ -17,12 +17,13 @@ _spec.loader.exec_module(import_graph)
 ALLOWED = {
     "cxr.labels": set(),
     "cxr.distributed": set(),
+    "cxr.llm_client": set(),
     "cxr.records": {"cxr.labels"},
     "cxr.reports": {"cxr.labels", "cxr.records"},
     "cxr.losses": {"cxr.distributed"},
     "cxr.metrics": {"cxr.labels", "cxr.distributed", "cxr.records"},
     "cxr.callbacks": {"cxr.labels", "cxr.records"},
-    "cxr.data": {"cxr.labels", "cxr.records", "cxr.reports", "cxr.distributed"},
+    "cxr.data": {"cxr.labels", "cxr.records", "cxr.reports", "cxr.distributed", "cxr.llm_client"},
 }
 
 

@@ -105,15 +105,15 @@ def test_generation_with_key_and_retry(server, monkeypatch):
 def test_errors_are_clear_and_never_contain_report_text(server, caplog):
     secret_report = "Patient John Doe has a large right pneumothorax."
     server.plan = [400]
-    with pytest.raises(ParaphraseError, match=r"HTTP 400 \(not retried\)") as exc:
+    with pytest.raises(ParaphraseError, match=r"answered HTTP 400") as exc:
         ParaphraseClient(_settings(server)).paraphrase(secret_report)
     assert "pneumothorax" not in str(exc.value)
     server.plan = [503] * 10
-    with pytest.raises(ParaphraseError, match=r"failed after 3 attempts \(HTTP 503\)"):
+    with pytest.raises(ParaphraseError, match=r"failed 3 times \(last: HTTP 503\)"):
         ParaphraseClient(_settings(server, max_retries=2)).paraphrase(secret_report)
     dead = ParaphraseSettings(base_url="http://127.0.0.1:9/v1", model="m", max_retries=1, backoff_s=0.01,
                               timeout_s=2)
-    with pytest.raises(ParaphraseError, match="connection error"):
+    with pytest.raises(ParaphraseError, match="failed 2 times"):
         ParaphraseClient(dead).paraphrase(secret_report)
     assert "pneumothorax" not in caplog.text
 
@@ -124,15 +124,16 @@ def test_resume_after_interruption(server, tmp_path, caplog):
     _write_reports(src, 7)
     server.fail_from = 4  # the 4th request fails hard: an interruption after 3 rows
     with pytest.raises(ParaphraseError, match="row 4"):
-        paraphrase_csv(src, out, _settings(server), save_every=2)
+        paraphrase_csv(src, out, _settings(server, workers=1))
     with open(out, newline="") as fh:
         rows = list(csv.DictReader(fh))
-    assert [bool(r["paraphrase"]) for r in rows] == [True] * 3 + [False] * 4  # progress kept
-    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temp files
+    assert [r["source_row"] for r in rows] == ["1", "2", "3"] and all(r["paraphrase"] for r in rows)
+    first_run = out.read_bytes()
     server.fail_from = None
     n_before = len(server.requests)
-    stats = paraphrase_csv(src, out, _settings(server), save_every=2)
+    stats = paraphrase_csv(src, out, _settings(server))
     assert (stats.total, stats.already_done, stats.generated) == (7, 3, 4)
+    assert out.read_bytes().startswith(first_run)  # append-only: what was written is never rewritten
     assert len(server.requests) - n_before == 4  # done rows were not requested again
     pairs = paraphrase_pairs(out)
     assert len(pairs) == 7 and pairs[5].positive == "PARA: Small left PLEFF 5."
@@ -146,8 +147,56 @@ def test_resume_refuses_a_different_source(server, tmp_path):
     src, out = tmp_path / "reports.csv", tmp_path / "para.csv"
     _write_reports(src, 3)
     paraphrase_csv(src, out, _settings(server), limit=1)
-    _write_reports(src, 4)
+    _write_reports(src, 4)  # same texts, one row more: a valid resume of the same source
+    assert paraphrase_csv(src, out, _settings(server), limit=1).already_done == 1
+    src.write_text("study_id,report\ns9,Another report.\n")
     with pytest.raises(ValueError, match="not a resume"):
         paraphrase_csv(src, out, _settings(server))
     with pytest.raises(ValueError, match="no column 'text'"):
         paraphrase_csv(src, tmp_path / "x.csv", _settings(server), text_column="text")
+
+
+def test_concurrent_requests_and_a_cut_off_line_is_redone(server, tmp_path):
+    src, out = tmp_path / "reports.csv", tmp_path / "para.csv"
+    _write_reports(src, 12)
+    paraphrase_csv(src, out, _settings(server, workers=4), limit=5)
+    with open(out, "a", encoding="utf-8") as fh:  # a run killed mid-write leaves half a line
+        fh.write('9,s8,"Small left PLEFF 8.",PARA: Sma')
+    stats = paraphrase_csv(src, out, _settings(server, workers=4))
+    assert (stats.already_done, stats.generated) == (5, 7)
+    pairs = paraphrase_pairs(out)
+    assert [p.positive for p in pairs] == [f"PARA: Small left PLEFF {i}." for i in range(12)]
+    assert len(server.requests) == 12
+
+
+def test_loopback_bypasses_proxies_and_redirects_never_carry_the_key(server, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_TEST_KEY", "sekret")
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, "http://127.0.0.1:9")  # a dead proxy: using it would fail
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    assert ParaphraseClient(_settings(server)).paraphrase("No PTX.") == "PARA: No PTX."
+    other = FakeServer()
+    other.thread.start()
+    try:
+        class Redirect(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.send_response(307)
+                self.send_header("Location", f"http://localhost:{other.httpd.server_address[1]}/v1/chat/completions")
+                self.end_headers()
+
+        redirector = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        threading.Thread(target=redirector.serve_forever, daemon=True).start()
+        settings = ParaphraseSettings(base_url=f"http://127.0.0.1:{redirector.server_address[1]}/v1", model="m",
+                                      api_key_env="CXR_TEST_KEY", backoff_s=0.01, timeout_s=5)
+        with pytest.raises(ParaphraseError, match="redirect") as err:
+            ParaphraseClient(settings).paraphrase("Secret report.")
+        assert err.value.fatal and other.requests == [] and "Secret" not in str(err.value)
+        redirector.shutdown()
+        redirector.server_close()
+    finally:
+        other.httpd.shutdown()
+        other.httpd.server_close()

@@ -22,22 +22,28 @@ The judge is any OpenAI-compatible ``/chat/completions`` server (a locally serve
 from __future__ import annotations
 
 import hashlib
-import http.client
-import ipaddress
 import json
 import logging
 import math
 import os
-import random
 import re
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from cxr.llm_client import (
+    LLMRequestError,
+    RetryPolicy,
+    bounded_map,
+    build_opener,
+    chat_completions_url,
+    end_broken_line,
+    post_chat,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +66,6 @@ GREEN_SUB_CATEGORIES: tuple[str, ...] = (
 GREEN_MAX_WORDS = 300
 DEFAULT_JUDGE_MODEL = "StanfordAIMI/GREEN-RadLlama2-7b"
 API_KEY_ENV = "CXR_JUDGE_API_KEY"
-RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
-#: Answers that will not change from one pair to the next: the run stops instead of failing every pair.
-FATAL_STATUS = frozenset({401, 403, 404, 405})
 
 # GREEN's prompt, verbatim from green_score/utils.py::make_prompt (MIT licence, Stanford-AIMI/GREEN): the judge
 # models were fine-tuned on exactly this text, including its indentation.
@@ -196,13 +199,7 @@ class JudgeConfig:
 
     def endpoint(self) -> str:
         """The ``/chat/completions`` URL."""
-        parsed = urllib.parse.urlsplit(self.url)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"judge URL must be http(s)://host[:port]/..., got {self.url!r}")
-        path = parsed.path.rstrip("/")
-        if not path.endswith("/chat/completions"):
-            path += "/chat/completions"
-        return urllib.parse.urlunsplit((parsed.scheme, parsed.netloc, path, "", ""))
+        return chat_completions_url(self.url, "judge")
 
 
 @dataclass(frozen=True)
@@ -214,52 +211,12 @@ class JudgePair:
     candidate: str
 
 
-class JudgeError(RuntimeError):
+class JudgeError(LLMRequestError):
     """A judge request failed for good (non-retryable status, refused redirect, retries used up).
 
     ``fatal`` errors (authentication, wrong URL, refused redirect) stop the run: every pair would fail alike.
     """
 
-    def __init__(self, message: str, fatal: bool = False) -> None:
-        super().__init__(message)
-        self.fatal = fatal
-
-
-def is_loopback(host: str | None) -> bool:
-    """``localhost`` or a loopback IP literal."""
-    if not host:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Refuse redirects: urllib would re-send the ``Authorization`` header to wherever it is sent."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        host = urllib.parse.urlsplit(newurl).netloc
-        raise JudgeError(f"judge endpoint answered HTTP {code} redirecting to host {host!r}; redirects are "
-                         f"refused (credentials would follow) - configure the final URL instead", fatal=True)
-
-
-def build_opener(endpoint: str) -> urllib.request.OpenerDirector:
-    """An opener without redirects; environment proxies are ignored for a loopback endpoint."""
-    handlers: list = [_NoRedirect()]
-    if is_loopback(urllib.parse.urlsplit(endpoint).hostname):
-        handlers.append(urllib.request.ProxyHandler({}))
-    return urllib.request.build_opener(*handlers)
-
-
-def _retry_after(err: urllib.error.HTTPError) -> float | None:
-    value = err.headers.get("Retry-After") if err.headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
 
 
 class JudgeClient:
@@ -268,9 +225,10 @@ class JudgeClient:
     def __init__(self, config: JudgeConfig, sleep: Callable[[float], None] = time.sleep) -> None:
         self.config = config
         self.endpoint = config.endpoint()
-        self._opener = build_opener(self.endpoint)
+        self._opener = build_opener(self.endpoint, JudgeError, "judge endpoint")
         self._api_key = os.environ.get(config.api_key_env) or None
         self._sleep = sleep
+        self._policy = RetryPolicy(config.max_retries, config.backoff_s, config.max_backoff_s, config.timeout_s)
 
     def _request(self, prompt: str) -> urllib.request.Request:
         body = json.dumps({"model": self.config.model, "messages": [{"role": "user", "content": prompt}],
@@ -282,38 +240,8 @@ class JudgeClient:
 
     def complete(self, prompt: str) -> str:
         """The judge's answer to ``prompt`` (the first choice's message content)."""
-        cfg = self.config
-        for attempt in range(cfg.max_retries + 1):
-            delay = None
-            try:
-                with self._opener.open(self._request(prompt), timeout=cfg.timeout_s) as resp:
-                    raw = resp.read()
-                return _message_content(raw)
-            except urllib.error.HTTPError as err:
-                if err.code not in RETRYABLE_STATUS:
-                    raise JudgeError(f"judge answered HTTP {err.code}", fatal=err.code in FATAL_STATUS) from None
-                reason, delay = f"HTTP {err.code}", _retry_after(err)
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as err:
-                reason = type(err).__name__
-            if attempt == cfg.max_retries:
-                raise JudgeError(f"judge request failed {attempt + 1} times (last: {reason})")
-            backoff = cfg.backoff_s * 2 ** attempt * (1 + 0.25 * random.random())
-            wait_s = min(cfg.max_backoff_s, delay if delay is not None else backoff)
-            log.warning("judge request failed (%s); retry %d/%d in %.1f s", reason, attempt + 1, cfg.max_retries,
-                        wait_s)
-            self._sleep(wait_s)
-        raise AssertionError("unreachable")
-
-
-def _message_content(raw: bytes) -> str:
-    try:
-        payload = json.loads(raw.decode("utf-8"))
-        content = payload["choices"][0]["message"]["content"]
-    except (ValueError, KeyError, IndexError, TypeError) as err:
-        raise JudgeError(f"judge answer is not an OpenAI chat completion ({type(err).__name__})") from None
-    if not isinstance(content, str):
-        raise JudgeError("judge answer has no text content")
-    return content
+        return post_chat(self._opener, lambda: self._request(prompt), self._policy, JudgeError, "judge",
+                         self._sleep)
 
 
 # ----------------------------------------------------------------------------------------------- resumable run
@@ -365,47 +293,12 @@ class JudgeSummary:
         return sum(self.scores.values()) / len(self.scores) if self.scores else math.nan
 
 
-def _end_broken_line(path: Path) -> None:
-    """Terminate a last line cut off by a killed run, so the next record starts on a line of its own."""
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb+") as fh:
-            fh.seek(-1, os.SEEK_END)
-            if fh.read(1) != b"\n":
-                fh.write(b"\n")
-
-
 def _judge_one(client: JudgeClient, pair: JudgePair) -> dict:
     response = client.complete(green_prompt(pair.reference, pair.candidate))
     result = green_from_response(response)
     return {"pair_id": pair.pair_id, "input_hash": pair_hash(pair, client.config.model),
             "model": client.config.model, "green": result.score, **{k: v for k, v in asdict(result).items()
                                                                      if k != "score"}, "response": response}
-
-
-def _bounded_map(fn: Callable[[JudgePair], dict], items: Sequence[JudgePair],
-                 workers: int) -> Iterator[tuple[JudgePair, Future]]:
-    """Run ``fn`` over ``items`` with at most ``workers`` in flight; yields (item, finished future)."""
-    pending = iter(items)
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="judge") as pool:
-        in_flight: dict[Future, JudgePair] = {}
-
-        def refill() -> None:
-            while len(in_flight) < workers:
-                item = next(pending, None)
-                if item is None:
-                    return
-                in_flight[pool.submit(fn, item)] = item
-
-        refill()
-        try:
-            while in_flight:
-                done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    yield in_flight.pop(fut), fut
-                refill()
-        finally:
-            for fut in in_flight:
-                fut.cancel()
 
 
 def judge_pairs(pairs: Sequence[JudgePair], config: JudgeConfig, results_path: str | Path,
@@ -438,9 +331,9 @@ def judge_pairs(pairs: Sequence[JudgePair], config: JudgeConfig, results_path: s
             todo.append(p)
     log.info("judge %s: %d pairs, %d already scored in %s, %d to send", config.model, len(pairs), summary.reused,
              path, len(todo))
-    _end_broken_line(path)
+    end_broken_line(path)
     with open(path, "a", encoding="utf-8") as out, tqdm(total=len(todo), desc="judge", disable=not progress) as bar:
-        for pair, fut in _bounded_map(lambda p: _judge_one(client, p), todo, config.workers):
+        for pair, fut in bounded_map(lambda p: _judge_one(client, p), todo, config.workers, "judge"):
             bar.update(1)
             try:
                 rec = fut.result()
