@@ -17,6 +17,18 @@ import pytest  # noqa: E402
 _WORLD_CACHE: dict[tuple, Path] = {}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _cxr_cache_dir(tmp_path_factory):
+    """The image-check cache (and anything else cxr keeps in ~/.cache/cxr) goes to a per-session temp dir."""
+    previous = os.environ.get("CXR_CACHE_DIR")
+    os.environ["CXR_CACHE_DIR"] = str(tmp_path_factory.mktemp("cxr-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("CXR_CACHE_DIR", None)
+    else:
+        os.environ["CXR_CACHE_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory):
     """Factory ``synthetic_dataset(layout, num_studies=40, seed=0, image_size=64) -> Path``.

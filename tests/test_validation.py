@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,6 +342,10 @@ def test_skip_drops_and_counts(name: str, tmp_path: Path, caplog: pytest.LogCapt
         assert n_studies(build_dm(source, "skip")) == case.kept
     summary = "\n".join(r.getMessage() for r in caplog.records)
     assert f"{case.kind.value}: " in summary and "skipped" in summary
+    # the counts include what the source dropped while reading its tables (was "skipped 0 of N")
+    skipped, total, rows = (int(v) for v in re.search(
+        r"skipped (\d+) of (\d+) studies .*?(\d+) table row", summary).groups())
+    assert total - skipped == case.kept and skipped + rows >= 1, summary
     assert "Report " not in summary and "Heart size" not in summary  # counts and locations only, no text
 
 

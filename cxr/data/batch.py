@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,6 +22,8 @@ class ImageTextBatch:
             ``DistributedSampler`` pads in during evaluation.
         labels: ``(B, 14)`` int8 four-state CheXpert labels.
         sources: source name per sample.
+        skipped_images: under ``bad_input: SKIP``, the image files that failed to load while this batch was
+            assembled (each replaced by the next loadable sample); empty otherwise.
     """
 
     images: torch.Tensor
@@ -32,6 +34,7 @@ class ImageTextBatch:
     sample_index: torch.Tensor
     labels: torch.Tensor
     sources: list[str]
+    skipped_images: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.texts)

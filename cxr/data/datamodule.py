@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 from lightning.pytorch import LightningDataModule
@@ -12,6 +14,7 @@ from torch.utils.data import DataLoader, SequentialSampler
 from cxr.data.bucketing import LengthBucketedSampler, LengthBucketing
 from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
 from cxr.data.image_cache import CachedImageLoader
+from cxr.data.image_check import decode_all, default_cache_file
 from cxr.data.resumable import ResumableDataLoader
 from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
 from cxr.data.sources.base import DatasetSource
@@ -68,8 +71,14 @@ class CXRDataModule(LightningDataModule):
         keep_lateral_only: keep lateral-only studies (using a lateral) instead of skipping them.
         tagged_sections: ``[FINDINGS]``/``[IMPRESSION]`` tags in texts.
         text_shuffle_prob: probability of a section-aware sentence shuffle per training draw.
-        bad_input: ``raise`` or ``skip``.
-        image_check: set-up image check: ``none``, ``exists`` or ``probe`` (header/decoder probe).
+        bad_input: ``raise`` or ``skip``. Under ``skip`` an image that still fails while training (e.g. with a
+            cheaper ``image_check``, or a file changed since) is replaced by the next loadable sample, counted
+            in the ``data/skipped_images`` log of the epoch and named in a warning; never a blank image.
+        image_check: set-up image check: ``none``, ``exists``, ``probe`` (header/decoder probe) or ``decode``
+            (default: every image fully decoded once, in parallel, remembered by size+mtime).
+        image_check_workers: processes of the ``decode`` check; default: every CPU.
+        image_check_cache: file remembering ``decode`` verdicts; ``auto`` (default):
+            ``$CXR_CACHE_DIR``/``~/.cache/cxr``/``image_check.json``; None: decode every run.
         samples_per_epoch: training draws per epoch; default the number of training items.
         seed: seed of the training sampler (order, view choice, text shuffle).
         pin_memory: DataLoader ``pin_memory``.
@@ -100,7 +109,9 @@ class CXRDataModule(LightningDataModule):
         tagged_sections: bool = True,
         text_shuffle_prob: float = 0.0,
         bad_input: BadInputPolicy = BadInputPolicy.RAISE,
-        image_check: ImageCheck = ImageCheck.PROBE,
+        image_check: ImageCheck = ImageCheck.DECODE,
+        image_check_workers: int | None = None,
+        image_check_cache: str | None = "auto",
         samples_per_epoch: int | None = None,
         seed: int = 0,
         pin_memory: bool = False,
@@ -144,6 +155,10 @@ class CXRDataModule(LightningDataModule):
         self.text_shuffle_prob = text_shuffle_prob
         self.bad_input = BadInputPolicy(bad_input)
         self.image_check = ImageCheck(image_check)
+        self.image_check_workers = image_check_workers
+        self.image_check_cache = (default_cache_file() if image_check_cache == "auto"
+                                  else Path(image_check_cache).expanduser() if image_check_cache else None)
+        self.skipped_images: Counter[str] = Counter()  # files replaced under SKIP while loading (main process)
         self.samples_per_epoch = samples_per_epoch
         self.seed = seed
         self.pin_memory = pin_memory
@@ -176,7 +191,9 @@ class CXRDataModule(LightningDataModule):
             except TableError as err:  # e.g. a byte past the header that is not valid in the encoding
                 raise DataValidationError([err.problem], f"source {source.name!r}") from err
             problems.raise_fatal(f"source {source.name!r}")
-            problems.extend(find_record_problems(records, f"source {source.name!r}", self.image_check, cached))
+            problems.extend(find_record_problems(records, f"source {source.name!r}", self.image_check, cached,
+                                                 workers=self.image_check_workers,
+                                                 check_cache=self.image_check_cache))
             found = dedupe_problems(problems.problems)
             all_problems.extend(found)
             if self.bad_input is BadInputPolicy.SKIP:
@@ -207,7 +224,8 @@ class CXRDataModule(LightningDataModule):
             transform = self.worker_transform().build(train)
             self._datasets[split] = ImageTextDataset(records, items, self.image_loader, transform,
                                                      tagged_sections=self.tagged_sections,
-                                                     text_shuffle_prob=self.text_shuffle_prob if train else 0.0)
+                                                     text_shuffle_prob=self.text_shuffle_prob if train else 0.0,
+                                                     skip_bad_images=self.bad_input is BadInputPolicy.SKIP)
         return self._datasets[split]
 
     def worker_transform(self) -> TransformConfig:
@@ -235,6 +253,27 @@ class CXRDataModule(LightningDataModule):
         return list(seen)
 
     # -- Lightning hooks -----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Fill the ``decode`` check's cache once per node (Lightning runs this on local rank 0 only), so the
+        ranks' :meth:`setup` read verdicts instead of each decoding the whole dataset."""
+        if self.image_check is not ImageCheck.DECODE or self.image_check_cache is None:
+            return
+        cached = self.image_loader.cache if self.image_loader.cache is not None else ()
+        paths: list[str] = []
+        for source in self.sources + self.eval_sources:
+            try:
+                records = source.load(ProblemLog())
+            except Exception:  # noqa: BLE001 - setup() reports the source's problems properly
+                continue
+            paths.extend(im.path for rec in records for im in rec.images if im.path not in cached)
+        decode_all(paths, workers=self.image_check_workers, cache_file=self.image_check_cache)
+
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        skipped = getattr(batch, "skipped_images", None)
+        if skipped:
+            self.skipped_images.update(skipped)
+        return batch
+
     def setup(self, stage: str | None = None) -> None:
         self.load_records()
         wanted = {"fit": (Split.TRAIN, Split.VAL), "validate": (Split.VAL,), "test": (Split.TEST,),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from cxr.data.sampling import SampleKey, SamplingUnit, ViewPolicy, eligible_imag
 from cxr.records import ImageRef, StudyRecord, stable_id
 from cxr.reports.compose import compose_report_text, text_id
 from cxr.reports.shuffle import shuffle_sentences
+
+log = logging.getLogger(__name__)
 
 ImageLoader = Callable[[str], np.ndarray]
 Transform = Callable[..., torch.Tensor]  # (pixels, seed=None) -> tensor, e.g. ImageTransform
@@ -39,6 +42,7 @@ class Sample:
     sample_index: int
     labels: np.ndarray
     source: str
+    skipped_images: tuple[str, ...] = ()  # images that failed to load and were replaced by this sample
 
 
 def build_items(records: Sequence[StudyRecord], train: bool, view_policy: ViewPolicy, sampling: SamplingUnit,
@@ -77,10 +81,15 @@ class ImageTextDataset(Dataset):
         transform: image array -> (C, H, W) tensor.
         tagged_sections: ``[FINDINGS]``/``[IMPRESSION]`` tags in the text.
         text_shuffle_prob: probability of a section-aware sentence shuffle per keyed draw (training only).
+        skip_bad_images: ``bad_input: SKIP``: an image that fails to load is logged (file, study, defect),
+            remembered, and the sample is replaced by the next loadable one of this dataset (index + 1, + 2, ...,
+            same draw seed): deterministic, never a blank image. The batch lists the skipped files
+            (``ImageTextBatch.skipped_images``). Off: the failure raises, naming the file and the study.
     """
 
     def __init__(self, records: Sequence[StudyRecord], items: Sequence[DatasetItem], load_image: ImageLoader,
-                 transform: Transform, tagged_sections: bool = True, text_shuffle_prob: float = 0.0) -> None:
+                 transform: Transform, tagged_sections: bool = True, text_shuffle_prob: float = 0.0,
+                 skip_bad_images: bool = False) -> None:
         self.records = list(records)
         self.items = list(items)
         self.load_image = load_image
@@ -91,6 +100,8 @@ class ImageTextDataset(Dataset):
         self.texts = [compose_report_text(r.report, tagged=tagged_sections) for r in self.records]
         self.text_ids = [text_id(t) for t in self.texts]
         self.study_ids = [stable_id(r.key) for r in self.records]
+        self.skip_bad_images = skip_bad_images
+        self.bad_images: dict[str, str] = {}  # path -> reason, per process (each DataLoader worker learns its own)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -99,15 +110,29 @@ class ImageTextDataset(Dataset):
         return [self.records[it.record_index].source for it in self.items]
 
     def __getitem__(self, key: int | SampleKey) -> Sample:
-        rng = random.Random(key.seed) if isinstance(key, SampleKey) else None
         index = key.index if isinstance(key, SampleKey) else int(key)
+        if not self.skip_bad_images:
+            return self._load(index, key.seed if isinstance(key, SampleKey) else None)
+        skipped: list[str] = []
+        for step in range(len(self.items)):
+            candidate = (index + step) % len(self.items)
+            try:
+                sample = self._load(candidate, key.seed if isinstance(key, SampleKey) else None)
+            except _BadImage as bad:
+                skipped.append(bad.path)
+                continue
+            if skipped:
+                sample.skipped_images = tuple(skipped)
+            return sample
+        raise RuntimeError(f"no image of this split can be loaded ({len(self.bad_images)} failed, e.g. "
+                           f"{next(iter(self.bad_images), '?')}); see the warnings above")
+
+    def _load(self, index: int, seed: int | None) -> Sample:
+        rng = random.Random(seed) if seed is not None else None
         item = self.items[index]
         record = self.records[item.record_index]
         image_ref = item.images[rng.randrange(len(item.images))] if rng and len(item.images) > 1 else item.images[0]
-        try:
-            pixels = self.load_image(image_ref.path)
-        except Exception as err:  # name the file and study; the decoder's own message follows
-            raise RuntimeError(f"cannot load image {image_ref.path} of study {record.key}: {err}") from err
+        pixels = self._pixels(image_ref.path, record.key)
         text = self.texts[item.record_index]
         if rng is not None and self.text_shuffle_prob > 0 and rng.random() < self.text_shuffle_prob:
             text = shuffle_sentences(text, rng, sectioned=self.tagged_sections)
@@ -116,6 +141,27 @@ class ImageTextDataset(Dataset):
         return Sample(image=self.transform(pixels, seed=aug_seed), text=text, study_key=record.key,
                       text_id=self.text_ids[item.record_index], sample_index=index, labels=record.labels,
                       source=record.source)
+
+    def _pixels(self, path: str, study_key: str) -> np.ndarray:
+        if path in self.bad_images:
+            raise _BadImage(path)
+        try:
+            return self.load_image(path)
+        except Exception as err:  # name the file and study; the decoder's own message follows
+            if not self.skip_bad_images:
+                raise RuntimeError(f"cannot load image {path} of study {study_key}: {err}") from err
+            self.bad_images[path] = str(err)
+            log.warning("bad_input=skip: image %s of study %s cannot be loaded (%s); the next loadable sample "
+                        "is used instead", path, study_key, err)
+            raise _BadImage(path) from err
+
+
+class _BadImage(Exception):
+    """Internal: this sample's image failed (already logged); try the next sample."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.path = path
 
 
 def collate_samples(samples: Sequence[Sample]) -> ImageTextBatch:
@@ -129,4 +175,5 @@ def collate_samples(samples: Sequence[Sample]) -> ImageTextBatch:
         sample_index=torch.tensor([s.sample_index for s in samples], dtype=torch.int64),
         labels=torch.from_numpy(np.stack([s.labels for s in samples]).astype(np.int8)),
         sources=[s.source for s in samples],
+        skipped_images=[path for s in samples for path in s.skipped_images],
     )

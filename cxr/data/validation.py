@@ -8,14 +8,13 @@ text or pixels (medical data stays out of logs).
 from __future__ import annotations
 
 import logging
-import os
 from collections import Counter, defaultdict
 from collections.abc import Container, Iterable, Sequence
 from dataclasses import dataclass, replace
 from enum import Enum
+from pathlib import Path
 
-from cxr.data.decode_errors import ImageDecodeError
-from cxr.data.images import probe_image
+from cxr.data.image_check import ImageCheck, ImageVerdict, check_one, decode_all
 from cxr.records import StudyRecord
 
 log = logging.getLogger(__name__)
@@ -29,14 +28,6 @@ class BadInputPolicy(str, Enum):
 
     RAISE = "raise"
     SKIP = "skip"
-
-
-class ImageCheck(str, Enum):
-    """How deeply images are checked at set-up: not at all, existence only, or a header/decoder probe."""
-
-    NONE = "none"
-    EXISTS = "exists"
-    PROBE = "probe"
 
 
 class ProblemKind(str, Enum):
@@ -143,14 +134,14 @@ class ProblemLog:
         return Counter(p.kind for p in self.problems)
 
 
-def find_record_problems(records: Sequence[StudyRecord], file: str, image_check: ImageCheck = ImageCheck.PROBE,
-                         cached: Container[str] = ()) -> list[Problem]:
+def find_record_problems(records: Sequence[StudyRecord], file: str, image_check: ImageCheck = ImageCheck.DECODE,
+                         cached: Container[str] = (), *, workers: int | None = None,
+                         check_cache: Path | None = None) -> list[Problem]:
     """Checks that apply to every source once records exist.
 
     Empty reports, duplicate study keys, patients in two splits, and (per ``image_check``) missing or
-    undecodable images. Image probing goes through :func:`cxr.data.images.probe_image`, so unsupported
-    DICOM transfer syntaxes and truncated files are caught here, before training starts. Images in
-    ``cached`` (a preprocessing cache) are not checked: training reads the cached copy, not the original.
+    undecodable images: see :func:`find_image_problems`. Images in ``cached`` (a preprocessing cache) are not
+    checked: training reads the cached copy, not the original.
     """
     out: list[Problem] = []
     seen: dict[str, int] = {}
@@ -176,36 +167,49 @@ def find_record_problems(records: Sequence[StudyRecord], file: str, image_check:
                                    f"patient {patient.split(':', 1)[1]} is in splits {sorted(splits)}",
                                    field="patient_id", study_key=key))
     if image_check is not ImageCheck.NONE:
-        out.extend(find_image_problems(records, file, image_check, cached))
+        out.extend(find_image_problems(records, file, image_check, cached, workers=workers,
+                                       check_cache=check_cache))
     return out
 
 
 def find_image_problems(records: Sequence[StudyRecord], file: str, image_check: ImageCheck,
-                        cached: Container[str] = ()) -> list[Problem]:
-    """Missing (and, with PROBE, unreadable/truncated/unsupported) images of ``records`` not in ``cached``."""
+                        cached: Container[str] = (), *, workers: int | None = None,
+                        check_cache: Path | None = None) -> list[Problem]:
+    """Missing and (per ``image_check``) unreadable images of ``records`` not in ``cached``.
+
+    ``EXISTS``: the file exists (a directory in its place is reported as such). ``PROBE``: header and decoder
+    availability via :func:`cxr.data.images.probe_image`. ``DECODE``: a full decode of every image, parallel
+    over ``workers`` processes and remembered in ``check_cache`` by path, size and mtime
+    (:func:`cxr.data.image_check.decode_all`), so what only decoding shows is caught here, not mid-epoch.
+    """
+    image_check = ImageCheck(image_check)
     if image_check is ImageCheck.NONE:
         return []
-    probe = None
-    decode_error: type[Exception] = Exception
-    if image_check is ImageCheck.PROBE:
-        probe, decode_error = probe_image, ImageDecodeError
-    out: list[Problem] = []
+    owners: dict[str, list[str]] = defaultdict(list)
     for rec in records:
         for im in rec.images:
-            if im.path in cached:
-                continue  # written by cxr.data.preprocess, which already decoded (and checked) the original
-            if not os.path.isfile(im.path):
-                out.append(Problem(ProblemKind.MISSING_IMAGE, file, f"image file not found: {im.path}",
-                                   study_key=rec.key, image_path=im.path))
-                continue
-            if probe is not None:
-                try:
-                    probe(im.path)
-                except (decode_error, OSError, ValueError) as err:
-                    detail = str(err) if im.path in str(err) else f"{im.path}: {err}"
-                    out.append(Problem(ProblemKind.UNREADABLE_IMAGE, file, detail,
-                                       study_key=rec.key, image_path=im.path))
+            if im.path not in cached:  # written by cxr.data.preprocess, which already decoded the original
+                owners[im.path].append(rec.key)
+    if image_check is ImageCheck.DECODE:
+        verdicts = decode_all(list(owners), workers=workers, cache_file=check_cache)
+    else:
+        verdicts = {path: check_one(path, image_check) for path in owners}
+    out: list[Problem] = []
+    for path, keys in owners.items():
+        verdict = verdicts[path]
+        if verdict.ok:
+            continue
+        for key in keys:
+            out.append(_image_problem(file, verdict, key))
     return out
+
+
+def _image_problem(file: str, verdict: ImageVerdict, study_key: str) -> Problem:
+    if verdict.defect == "missing":
+        return Problem(ProblemKind.MISSING_IMAGE, file, f"image file not found: {verdict.path}",
+                       study_key=study_key, image_path=verdict.path)
+    return Problem(ProblemKind.UNREADABLE_IMAGE, file, f"{verdict.path}: {verdict.defect}: {verdict.reason}",
+                   study_key=study_key, image_path=verdict.path)
 
 
 def dedupe_problems(problems: Sequence[Problem]) -> list[Problem]:
@@ -226,9 +230,10 @@ def apply_policy(records: list[StudyRecord], problems: Sequence[Problem], policy
     """Raise one :class:`DataValidationError` (``raise``) or drop what the problems point at (``skip``).
 
     Under ``skip``, a problem naming an image drops that image (and the study if none is left); one naming
-    a study drops the study. Problems with no study (e.g. a row whose id could not be parsed) were already
-    left out by the source. A counted summary is logged: kinds, counts and locations, never report text.
-    Fatal problems (missing tables/columns) always raise.
+    a study drops the study. The source already left out what it could not turn into a record (a study whose
+    rows were all bad, a row without a usable id): those studies are counted here too, and rows that name
+    no study are counted as table rows. A counted summary is logged: kinds, counts and locations, never
+    report text. Fatal problems (missing tables/columns) always raise.
     """
     policy = BadInputPolicy(policy)
     if not problems:
@@ -248,10 +253,15 @@ def apply_policy(records: list[StudyRecord], problems: Sequence[Problem], policy
         if not images:
             continue
         kept.append(rec if len(images) == len(rec.images) else replace_images(rec, images))
+    loaded = {rec.key for rec in records}
+    at_source = {p.study_key for p in problems if p.study_key and p.study_key not in loaded}
+    rows = {(p.file, p.row) for p in problems if not p.study_key and p.row is not None}
     counts = Counter(p.kind.value for p in problems)
     summary = ", ".join(f"{kind}: {n}" for kind, n in sorted(counts.items()))
-    log.warning("%s: skipped %d of %d studies and %d image(s) because of %d problem(s) (%s)", header,
-                len(records) - len(kept), len(records), dropped_images, len(problems), summary)
+    log.warning("%s: skipped %d of %d studies (%d of them while reading the tables), %d image(s) and %d table "
+                "row(s) naming no study, because of %d problem(s) (%s)", header,
+                len(records) - len(kept) + len(at_source), len(records) + len(at_source), len(at_source),
+                dropped_images, len(rows), len(problems), summary)
     for p in problems[:MAX_LISTED_PER_KIND]:
         log.info("skipped: %s", p)
     return kept

@@ -187,7 +187,14 @@ class CLIPAlignModule(LightningModule):
         self.log("train/logit_scale", scale.exp() if self.loss_config.exp_scale else scale, batch_size=b)
         self.log("train/i2t_acc", out.i2t_acc, batch_size=b)
         self.log("train/t2i_acc", out.t2i_acc, batch_size=b)
+        self._log_skipped(batch, "train")
         return out.loss
+
+    def _log_skipped(self, batch: ImageTextBatch, prefix: str) -> None:
+        """Images that failed to load under ``bad_input: SKIP`` (replaced by the next sample), summed per epoch."""
+        n = float(len(getattr(batch, "skipped_images", ()) or ()))
+        self.log(f"{prefix}/skipped_images", n, on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True,
+                 batch_size=len(batch))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         clamp_logit_scale_(self.logit_scale, self.loss_config.max_logit_scale)
@@ -197,6 +204,7 @@ class CLIPAlignModule(LightningModule):
         out = clip_loss(image_emb, text_emb, self.logit_scale, batch.study_ids, batch.text_ids,
                         self.loss_config, self.logit_bias)
         self.log(f"{prefix}/loss", out.loss, batch_size=len(batch), sync_dist=True)
+        self._log_skipped(batch, prefix)
         metric.update(image_emb, text_emb, batch.study_ids, batch.text_ids, batch.sample_index, batch.labels)
 
     def _log_retrieval(self, metric, prefix: str) -> None:
