@@ -13,13 +13,13 @@ from _data_writers import write_image, write_manifest
 from PIL import Image
 
 import cxr.data.image_check as image_check
-from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
 from cxr.data.datamodule import CXRDataModule
+from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
 from cxr.data.image_check import ImageCheck, decode_all
-from cxr.records import ImageRef, ReportSections, Split, StudyRecord
 from cxr.data.sampling import SampleKey, SamplingUnit, ViewPolicy
 from cxr.data.sources import CsvManifestSource
 from cxr.data.validation import DataValidationError, ProblemKind
+from cxr.records import ImageRef, ReportSections, Split, StudyRecord
 
 
 def _truncated_jpeg(path: Path) -> Path:

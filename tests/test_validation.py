@@ -9,13 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pydicom
 import pytest
+from _bad_images import BAD_IMAGES, write_bad_image
 from _data_writers import (
     MimicStudy,
     default_mimic_studies,
     write_chexpert_plus,
     write_csv,
+    write_image,
     write_manifest,
     write_mimic,
     write_openi,
@@ -53,30 +54,6 @@ def truncate(path: Path, keep: float = 0.5) -> None:
     path.write_bytes(raw[: int(len(raw) * keep)])
 
 
-def dicom_manifest(tmp: Path, defect: str) -> CsvManifestSource:
-    from cxr.data.dicom import write_dicom
-
-    manifest(tmp)
-    path = tmp / "img" / "3.png"
-    path.unlink()
-    dcm = tmp / "img" / "3.dcm"
-    write_dicom(dcm, np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 4096, bits_stored=12)
-    ds = pydicom.dcmread(dcm)
-    if defect == "no pixels":
-        del ds.PixelData
-    elif defect == "syntax":
-        from pydicom.encaps import encapsulate
-
-        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.100"  # MPEG2: no decoder here
-        ds.PixelData = encapsulate([b"\x00" * 64])
-    ds.save_as(dcm)
-    if defect == "truncated":
-        truncate(dcm, 0.6)
-    data = rows()
-    data[3]["image_path"] = "img/3.dcm"
-    return CsvManifestSource("m", str(write_manifest(tmp, data, write_images=False)))
-
-
 @dataclass
 class Case:
     """One planted defect: the source, the problem kind, words the message must contain, studies kept by skip."""
@@ -90,18 +67,6 @@ class Case:
 def _missing_image(tmp: Path) -> DatasetSource:
     src = manifest(tmp)
     (tmp / "img" / "2.png").unlink()
-    return src
-
-
-def _truncated_png(tmp: Path) -> DatasetSource:
-    src = manifest(tmp)
-    truncate(tmp / "img" / "4.png", 0.3)
-    return src
-
-
-def _not_an_image(tmp: Path) -> DatasetSource:
-    src = manifest(tmp)
-    (tmp / "img" / "5.png").write_text("this is not a picture")
     return src
 
 
@@ -230,6 +195,49 @@ def _second_row(change: dict[str, str]) -> Callable[[Path], DatasetSource]:
     return build
 
 
+def _mimic_headers_only(tmp: Path) -> DatasetSource:
+    studies = default_mimic_studies()
+    studies[3].report = " FINAL REPORT\n EXAMINATION:\n \n IMPRESSION:\n \n ___\n"
+    return _mimic(tmp, studies)
+
+
+def _mimic_study_two_splits(tmp: Path) -> DatasetSource:
+    studies = default_mimic_studies()
+    studies[0].dicoms = [("aa-01", "PA")]
+    studies.append(MimicStudy("10000032", "50000001", [("aa-09", "LATERAL")], split="test", labels=None))
+    studies.insert(1, studies.pop())  # its second row right after the first: row 2 of the split table
+    return _mimic(tmp, studies)
+
+
+def _mimic_duplicate_dicom(tmp: Path) -> DatasetSource:
+    studies = default_mimic_studies()
+    studies.append(MimicStudy("13000070", "50000007", [("aa-03", "PA")], labels=None))
+    return _mimic(tmp, studies)
+
+
+def _openi_orphan_images(tmp: Path) -> DatasetSource:
+    write_openi(tmp, projections=[["1", "1_IM-0001-4001.dcm.png", "Frontal"], ["2", "2_IM-0652-1001.dcm.png", "Frontal"],
+                                  ["3", "3_IM-1384-2001.dcm.png", "Frontal"], ["9", "9_IM-0009-1001.dcm.png", "Frontal"]])
+    return OpenISource(str(tmp))
+
+
+def _chexpert_bad_path(tmp: Path) -> DatasetSource:
+    from _data_writers import default_chexpert_plus_rows
+
+    data = default_chexpert_plus_rows()
+    data[0]["path_to_image"] = "train/scan_0001.jpg"
+    write_chexpert_plus(tmp, data, labels={})
+    return ChexpertPlusSource(str(tmp))
+
+
+def _chexbert_not_json(tmp: Path) -> DatasetSource:
+    write_chexpert_plus(tmp)
+    labels = tmp / "chexbert_labels" / "report_fixed.json"
+    lines = labels.read_text().splitlines()
+    labels.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
+    return ChexpertPlusSource(str(tmp))
+
+
 CASES: dict[str, Case] = {
     "manifest missing image column": Case(
         lambda t: CsvManifestSource("m", str(write_csv(t / "m.csv", ["file", "report"], [["a.png", "x"]]))),
@@ -238,16 +246,6 @@ CASES: dict[str, Case] = {
                                   ProblemKind.MISSING_FILE, ("absent.csv",), None),
     "configured column absent": Case(lambda t: manifest(t, text_column="Report_Text"),
                                      ProblemKind.MISSING_COLUMN, ("manifest.csv", "Report_Text"), None),
-    "missing image": Case(_missing_image, ProblemKind.MISSING_IMAGE, ("img/2.png", "m:s2"), GOOD - 1),
-    "truncated png": Case(_truncated_png, ProblemKind.UNREADABLE_IMAGE, ("img/4.png", "m:s4", "truncated"), GOOD - 1),
-    "not an image": Case(_not_an_image, ProblemKind.UNREADABLE_IMAGE, ("img/5.png", "m:s5", "unsupported_format"), GOOD - 1),
-    "dicom without pixels": Case(lambda t: dicom_manifest(t, "no pixels"), ProblemKind.UNREADABLE_IMAGE,
-                                 ("img/3.dcm", "m:s3", "no_pixel_data"), GOOD - 1),
-    "dicom unsupported syntax": Case(lambda t: dicom_manifest(t, "syntax"), ProblemKind.UNREADABLE_IMAGE,
-                                     ("img/3.dcm", "m:s3", "unsupported_syntax", "1.2.840.10008.1.2.4.100"),
-                                     GOOD - 1),
-    "dicom truncated": Case(lambda t: dicom_manifest(t, "truncated"), ProblemKind.UNREADABLE_IMAGE,
-                            ("img/3.dcm", "m:s3", "truncated"), GOOD - 1),
     "empty report": Case(lambda t: manifest(t, set_cell(1, "report", "  ")), ProblemKind.EMPTY_REPORT,
                          ("row 2", "'report'", "m:s1"), GOOD - 1),
     "bad label value": Case(lambda t: manifest(t, set_cell(2, "Edema", "2")), ProblemKind.BAD_LABEL,
@@ -304,6 +302,60 @@ CASES: dict[str, Case] = {
 }
 
 
+def _bad_image(name: str) -> Callable[[Path], DatasetSource]:
+    """The clean manifest with study s3's image replaced by the defective file ``name`` of BAD_IMAGES."""
+    def build(tmp: Path) -> DatasetSource:
+        data = rows()
+        data[3]["image_path"] = f"img/3{BAD_IMAGES[name].suffix}"
+        source = CsvManifestSource("m", str(write_manifest(tmp, data, write_images=False)))
+        for i in (0, 1, 2, 4, 5):
+            write_image(tmp / "img" / f"{i}.png", seed=i)
+        write_bad_image(tmp / "img" / "3", name)
+        return source
+    return build
+
+
+def _report_cell(text: str) -> Callable[[Path], DatasetSource]:
+    return lambda t: manifest(t, set_cell(1, "report", text))
+
+
+for _name, _bad in BAD_IMAGES.items():
+    CASES[_name] = Case(_bad_image(_name), ProblemKind.MISSING_IMAGE if _bad.missing else ProblemKind.UNREADABLE_IMAGE,
+                        (f"img/3{_bad.suffix}", "m:s3", *_bad.words), GOOD - 1)
+CASES.update({
+    "report only a de-identification mark": Case(_report_cell("___"), ProblemKind.EMPTY_REPORT,
+                                                 ("row 2", "'report'", "m:s1", "no clinical content"), GOOD - 1),
+    "report only punctuation": Case(_report_cell(" . "), ProblemKind.EMPTY_REPORT,
+                                    ("row 2", "m:s1", "no clinical content"), GOOD - 1),
+    "report only a section header": Case(_report_cell("IMPRESSION:"), ProblemKind.EMPTY_REPORT,
+                                         ("row 2", "m:s1", "no clinical content"), GOOD - 1),
+    "report only zero-width spaces": Case(_report_cell("\u200b\u200b \u200b"), ProblemKind.EMPTY_REPORT,
+                                          ("row 2", "m:s1", "no clinical content"), GOOD - 1),
+    "mimic report with headers only": Case(_mimic_headers_only, ProblemKind.EMPTY_REPORT,
+                                           ("s50000004.txt", "mimic:50000004", "no clinical content"), 5),
+    "empty study id": Case(lambda t: manifest(t, set_cell(2, "study_id", " ")), ProblemKind.BAD_ID,
+                           ("row 3", "'study_id'", "empty study id"), GOOD - 1),
+    "empty patient id": Case(lambda t: manifest(t, set_cell(2, "patient_id", "")), ProblemKind.BAD_ID,
+                             ("row 3", "'patient_id'", "m:s2"), GOOD - 1),
+    "view list of the wrong length": Case(lambda t: manifest(t, set_cell(4, "view", "PA;LATERAL")), ProblemKind.BAD_ROW,
+                                          ("row 5", "'view'", "2 view values for 1 images"), GOOD - 1),
+    "study rows disagree on the split": Case(_second_row({"split": "test"}), ProblemKind.CONFLICTING_ROWS,
+                                             ("row 7", "'split'", "m:s1", "split test differs from train"),
+                                             GOOD - 1),
+    "mimic study in two splits": Case(_mimic_study_two_splits, ProblemKind.BAD_ROW,
+                                      ("split.csv.gz", "row 2", "'split'", "splits train and test"), 5),
+    "mimic duplicate dicom_id": Case(_mimic_duplicate_dicom, ProblemKind.DUPLICATE_ID,
+                                     ("split.csv.gz", "'dicom_id'", "dicom_id aa-03 also on row"), 6),
+    "openi images without a report row": Case(_openi_orphan_images, ProblemKind.BAD_ROW,
+                                              ("indiana_projections.csv", "row 4", "uid 9 has images but no report row"), 3),
+    "chexpert-plus path without patient/study": Case(_chexpert_bad_path, ProblemKind.BAD_ID,
+                                                     ("df_chexpert_plus_240401.csv", "row 1", "'path_to_image'"),
+                                                     3),  # its study keeps its other (lateral) row
+    "chexbert label line not JSON": Case(_chexbert_not_json, ProblemKind.BAD_ROW,
+                                         ("report_fixed.json", "row 2", "not a JSON object"), 3),
+})
+
+
 def build_dm(source: DatasetSource, policy: str) -> CXRDataModule:
     return CXRDataModule(sources=[source], image_size=16, batch_size=1, num_workers=0, bad_input=policy,
                          keep_lateral_only=True)
@@ -314,7 +366,17 @@ def n_studies(dm: CXRDataModule) -> int:
 
 
 def test_corpus_is_large_enough() -> None:
-    assert len(CASES) >= 15 and len({c.kind for c in CASES.values()}) >= 12
+    assert len(CASES) >= 40 and len({c.kind for c in CASES.values()}) >= 18
+    assert set(BAD_IMAGES) <= set(CASES)  # every image defect of the SKIP training run is in the corpus
+
+
+@pytest.mark.parametrize("name", sorted(BAD_IMAGES))
+def test_which_image_defects_only_a_full_decode_finds(name: str, tmp_path: Path) -> None:
+    from cxr.data.image_check import ImageCheck, check_one
+
+    path = str(write_bad_image(tmp_path / "x", name))
+    probe, decode = check_one(path, ImageCheck.PROBE), check_one(path, ImageCheck.DECODE)
+    assert not decode.ok and probe.ok is not BAD_IMAGES[name].probe_catches, (probe, decode)
 
 
 @pytest.mark.parametrize("name", list(CASES))

@@ -27,6 +27,9 @@ class DecodeDefect(str, Enum):
     NO_VOI = "no_voi"
     BAD_VOI = "bad_voi"
     UNSUPPORTED_FORMAT = "unsupported_format"
+    NOT_A_FILE = "not_a_file"  # a directory (or other non-file) where an image file should be
+    EMPTY_FILE = "empty_file"  # 0 bytes: an interrupted download or copy
+    BAD_BITS = "bad_bits"  # BitsStored contradicts the pixel data (decoding would throw most grey levels away)
 
 
 class ImageDecodeError(ValueError):

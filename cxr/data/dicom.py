@@ -153,13 +153,40 @@ def _decode_pixels(path: Path, ds, frame: int) -> np.ndarray:
             warnings.simplefilter("ignore", UserWarning)
             arr = pixel_array(ds, index=frame if n_frames > 1 else None)
     except Exception as exc:  # decoder libraries raise many types; all mean "cannot decode this file"
-        defect = DecodeDefect.TRUNCATED if _looks_truncated(exc) else DecodeDefect.UNDECODABLE
+        defect = DecodeDefect.TRUNCATED if _looks_truncated(exc, syntax.is_compressed) else DecodeDefect.UNDECODABLE
         raise ImageDecodeError(path, defect,
                                f"pixel data ({syntax.name}) could not be decoded: {exc}") from exc
     arr = np.asarray(arr)
     if arr.ndim != 2:
         raise ImageDecodeError(path, DecodeDefect.UNDECODABLE, f"decoded pixel array has shape {arr.shape}")
+    _check_bits_stored(path, ds, frame)
     return arr
+
+
+_NATIVE_DTYPES = {8: "u1", 16: "u2", 32: "u4"}
+
+
+def _check_bits_stored(path: Path, ds, frame: int) -> None:
+    """A ``BitsStored`` smaller than the data: pydicom masks every value to that many bits, so a 12-bit image
+    declared 3-bit decodes to 8 grey levels without a word. Detected on native unsigned data by looking at
+    the raw words: if most pixels have bits above ``BitsStored`` set, the header is wrong. (A few such pixels
+    are legitimate: old files keep overlays in the unused high bits, which masking is meant to drop.)"""
+    bits_stored, bits_allocated = int(ds.get("BitsStored", 0) or 0), int(ds.BitsAllocated)
+    syntax = ds.file_meta.TransferSyntaxUID
+    if (not 0 < bits_stored < bits_allocated or syntax.is_compressed or int(ds.get("PixelRepresentation", 0))
+            or bits_allocated not in _NATIVE_DTYPES):
+        return
+    order = ">" if syntax == "1.2.840.10008.1.2.2" else "<"  # explicit VR big endian (retired)
+    count = int(ds.Rows) * int(ds.Columns)
+    dtype = np.dtype(order + _NATIVE_DTYPES[bits_allocated])
+    raw = np.frombuffer(ds.PixelData, dtype=dtype, count=count, offset=frame * count * dtype.itemsize)
+    above = float(np.mean((raw >> bits_stored) != 0))
+    if above > 0.5:
+        peak = int(raw.max())
+        raise ImageDecodeError(path, DecodeDefect.BAD_BITS,
+                               f"BitsStored={bits_stored} but {above:.0%} of the pixels have higher bits set (values "
+                               f"up to {peak}, which needs {peak.bit_length()} bits): the header is wrong, and "
+                               f"decoding would keep only {2 ** bits_stored} grey levels")
 
 
 def _check_image_header(path: Path, ds) -> None:
@@ -174,6 +201,10 @@ def _check_image_header(path: Path, ds) -> None:
     for tag in ("Rows", "Columns", "BitsAllocated"):
         if tag not in ds:
             raise ImageDecodeError(path, DecodeDefect.UNDECODABLE, f"required attribute {tag} is missing")
+    bits_stored, bits_allocated = ds.get("BitsStored"), int(ds.BitsAllocated)
+    if bits_stored is not None and not 1 <= int(bits_stored) <= bits_allocated:
+        raise ImageDecodeError(path, DecodeDefect.BAD_BITS, f"BitsStored={int(bits_stored)} is impossible with "
+                               f"BitsAllocated={bits_allocated} (must be 1..{bits_allocated})")
 
 
 def _check_decoder(path: Path, ds) -> None:
@@ -208,14 +239,32 @@ def _no_pixel_error(path: Path, ds) -> ImageDecodeError:
         if any(tag in data for tag in _PIXEL_DATA_TAGS):
             return ImageDecodeError(path, DecodeDefect.TRUNCATED,
                                     "file ends inside the PixelData element (truncated download/copy?)")
+    # A file cut off before the pixel data element even starts: its SOP class still says it is an image,
+    # but the image attributes (group 0028, written before the pixels) never arrived either.
+    sop = _sop_class(ds)
+    if sop is not None and "Image Storage" in sop.name and not ("Rows" in ds and "Columns" in ds):
+        return ImageDecodeError(path, DecodeDefect.TRUNCATED,
+                                f"the file ends before its pixel data ({path.stat().st_size} bytes, a {sop.name} "
+                                "without PixelData): truncated download/copy?")
     return ImageDecodeError(path, DecodeDefect.NO_PIXEL_DATA,
                             "no PixelData element (e.g. a structured report, DICOMDIR or presentation state)")
 
 
-def _looks_truncated(exc: Exception) -> bool:
+def _sop_class(ds):
+    from pydicom.uid import UID
+
+    meta = getattr(ds, "file_meta", None)
+    value = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+    return UID(str(value)) if value else None
+
+
+def _looks_truncated(exc: Exception, compressed: bool = False) -> bool:
     text = str(exc).lower()
-    return any(k in text for k in ("truncat", "too short", "not enough", "insufficient", "expected",
-                                   "buffer", "end of", "length"))
+    words = ("truncat", "too short", "not enough", "insufficient", "end of")
+    if not compressed:  # native data: pydicom's size messages ("fewer bytes than expected", buffer length)
+        words += ("expected", "buffer", "length")
+    # Codec messages such as "SIZ marker length must be at least 38" describe damage, not a cut-off file.
+    return any(k in text for k in words)
 
 
 def _apply_file_voi(path: Path, ds, modality: np.ndarray, voi: VoiMode) -> np.ndarray:

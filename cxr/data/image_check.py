@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the decode checks change, so cached verdicts of an older decoder are not trusted.
 CHECK_VERSION = 1
+#: The verdict of a file that does not exist (DecodeDefect.MISSING's value).
+MISSING = "missing"
 #: Below this many images to decode, a process pool costs more to start than it saves.
 MIN_POOL_IMAGES = 64
 
@@ -46,7 +48,7 @@ class ImageVerdict:
     """The check's result for one file: ``defect`` is None when the image is usable."""
 
     path: str
-    defect: str | None = None  # a DecodeDefect value, or "missing"
+    defect: str | None = None  # a DecodeDefect value (MISSING: the file does not exist)
     reason: str = ""
 
     @property
@@ -63,21 +65,19 @@ def default_cache_file() -> Path:
 
 def check_one(path: str, mode: ImageCheck) -> ImageVerdict:
     """Check one file (in this process). Never raises for a bad file: the verdict says what is wrong."""
-    from cxr.data.decode_errors import ImageDecodeError
-    from cxr.data.images import load_image, probe_image
+    from cxr.data.decode_errors import DecodeDefect, ImageDecodeError
+    from cxr.data.images import load_image, probe_image, require_image_file
 
-    if os.path.isdir(path):
-        return ImageVerdict(path, "not_a_file", "is a directory, not an image file")
-    if not os.path.isfile(path):
-        return ImageVerdict(path, "missing", "image file not found")
-    if mode in (ImageCheck.NONE, ImageCheck.EXISTS):
-        return ImageVerdict(path)
     try:
         if mode is ImageCheck.DECODE:
             load_image(path)
-        else:
+        elif mode is ImageCheck.PROBE:
             probe_image(path)
+        else:
+            require_image_file(path)
     except ImageDecodeError as err:
+        if err.defect is DecodeDefect.MISSING:
+            return ImageVerdict(path, MISSING, "image file not found")
         return ImageVerdict(path, err.defect.value, err.reason)
     except Exception as err:  # a decoder library failing in its own way is still "cannot decode"
         return ImageVerdict(path, "undecodable", f"{type(err).__name__}: {err}")

@@ -32,6 +32,24 @@ def is_dicom_file(path: str | os.PathLike[str]) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
+def require_image_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a :class:`~pathlib.Path` if it is a non-empty regular file, else the precise defect.
+
+    A directory is NOT_A_FILE (not "does not exist"), a 0-byte file EMPTY_FILE (an interrupted download).
+    """
+    path = Path(path)
+    if not path.is_file():
+        if path.is_dir():
+            raise ImageDecodeError(path, DecodeDefect.NOT_A_FILE, "is a directory, not an image file")
+        if path.exists():
+            raise ImageDecodeError(path, DecodeDefect.NOT_A_FILE, "is not a regular file")
+        raise ImageDecodeError(path, DecodeDefect.MISSING, "file does not exist")
+    if path.stat().st_size == 0:
+        raise ImageDecodeError(path, DecodeDefect.EMPTY_FILE, "file is empty (0 bytes: an interrupted download "
+                               "or copy?)")
+    return path
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Decode ``path`` to float32 ``(H, W)`` in ``[0, 1]`` (air dark, bone bright).
 
@@ -40,9 +58,7 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     (65535), *not* ``convert("L")`` which saturates; RGB/RGBA → ITU-R 601 luminance; constant
     images are rejected like constant DICOMs.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageDecodeError(path, DecodeDefect.MISSING, "file does not exist")
+    path = require_image_file(path)
     if is_dicom_file(path):
         return decode_dicom(path)
     return _load_raster(path)
@@ -55,9 +71,7 @@ def probe_image(path: str | os.PathLike[str]) -> None:
     ``verify()`` (structure and CRCs for PNG) plus a size check. Truncation inside compressed
     data is only certain after a full :func:`load_image`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ImageDecodeError(path, DecodeDefect.MISSING, "file does not exist")
+    path = require_image_file(path)
     if is_dicom_file(path):
         probe_dicom(path)
         return

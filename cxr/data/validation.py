@@ -14,8 +14,9 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from pathlib import Path
 
-from cxr.data.image_check import ImageCheck, ImageVerdict, check_one, decode_all
+from cxr.data.image_check import MISSING, ImageCheck, ImageVerdict, check_one, decode_all
 from cxr.records import StudyRecord
+from cxr.reports.compose import empty_report_reason
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +151,9 @@ def find_record_problems(records: Sequence[StudyRecord], file: str, image_check:
     # thousands of patients in two splits, and rescanning every record for each of them is quadratic.
     patient_keys: dict[str, list[str]] = defaultdict(list)
     for rec in records:
-        if rec.report.is_empty:
-            out.append(Problem(ProblemKind.EMPTY_REPORT, file, "report has no findings, impression or text",
-                               study_key=rec.key))
+        empty = empty_report_reason(rec.report)
+        if empty:  # no text, or none with content ('___', '.', 'IMPRESSION:' alone, zero-width spaces)
+            out.append(Problem(ProblemKind.EMPTY_REPORT, file, empty, study_key=rec.key))
         seen[rec.key] = seen.get(rec.key, 0) + 1
         patient = f"{rec.source}:{rec.patient_id}"
         patient_splits[patient].add(rec.split.value)
@@ -205,7 +206,7 @@ def find_image_problems(records: Sequence[StudyRecord], file: str, image_check: 
 
 
 def _image_problem(file: str, verdict: ImageVerdict, study_key: str) -> Problem:
-    if verdict.defect == "missing":
+    if verdict.defect == MISSING:
         return Problem(ProblemKind.MISSING_IMAGE, file, f"image file not found: {verdict.path}",
                        study_key=study_key, image_path=verdict.path)
     return Problem(ProblemKind.UNREADABLE_IMAGE, file, f"{verdict.path}: {verdict.defect}: {verdict.reason}",

@@ -27,7 +27,7 @@ from pathlib import Path
 from cxr.data.pairs.tasks import PairTask
 from cxr.labels import CHEXPERT_OBSERVATIONS, labels_from_mapping
 from cxr.records import ReportSections, Split, StudyRecord
-from cxr.reports.compose import compose_report_text, normalize_whitespace
+from cxr.reports.compose import compose_report_text, empty_report_reason, normalize_whitespace
 from cxr.reports.errors import inject_error
 from cxr.reports.label_text import flipped_label_sentence, label_sentence
 from cxr.reports.variants import VariantKind, make_variants
@@ -184,8 +184,9 @@ def records_from_report_manifest(path: str | Path, split: Split | None = None) -
                 continue
             report = ReportSections(findings=row.get("findings") or None, impression=row.get("impression") or None,
                                     full_text=row.get("report", ""))
-            if report.is_empty:
-                raise PairDataError(f"{path}: row {row_no} (study {study_id}): no report text")
+            empty = empty_report_reason(report)
+            if empty:
+                raise PairDataError(f"{path}: row {row_no} (study {study_id}): {empty}")
             try:
                 labels = labels_from_mapping({c: row.get(c, "") for c in label_cols})
             except ValueError as err:

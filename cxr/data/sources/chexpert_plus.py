@@ -13,6 +13,7 @@ from cxr.data.sources.tables import missing_columns, read_header, read_table
 from cxr.data.validation import ProblemKind, ProblemLog
 from cxr.labels import CHEXPERT_OBSERVATIONS, empty_labels
 from cxr.records import ImageRef, ReportSections, StudyRecord, ViewPosition
+from cxr.reports.compose import empty_report_reason
 
 log = logging.getLogger(__name__)
 
@@ -179,9 +180,9 @@ class ChexpertPlusSource(DatasetSource):
             impression = row["section_impression"].strip() or None
             full = ANONYMISATION_NOTE.sub("", row["report"]).strip()
             report = ReportSections(findings=findings, impression=impression, full_text=full)
-            if report.is_empty:
-                problems.add(ProblemKind.EMPTY_REPORT, file, "no findings, impression or report text", row=i,
-                             field="report", study_key=key)
+            empty = empty_report_reason(report)
+            if empty:
+                problems.add(ProblemKind.EMPTY_REPORT, file, empty, row=i, field="report", study_key=key)
             studies[sid] = {"patient": clean_id(row["deid_patient_id"]) or sid.split("/")[0], "split": split,
                             "images": [image], "report": report, "labels": labels.get(raw_path, empty_labels())}
         if duplicates:

@@ -21,6 +21,7 @@ from cxr.data.sources.tables import DEFAULT_ENCODING, read_header, read_table, s
 from cxr.data.validation import ProblemKind, ProblemLog
 from cxr.labels import CHEXPERT_OBSERVATIONS, LabelState
 from cxr.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
+from cxr.reports.compose import empty_report_reason
 
 #: Default column names, tried in order when the config does not name a column (datasets.md §6).
 IMAGE_ALIASES = ("image_path", "path", "filepath", "img_path", "imgpath", "Path", "path_to_image", "image")
@@ -234,9 +235,11 @@ class CsvManifestSource(DatasetSource):
             self._add_row(row, i, cols, file, studies, problems)
         records = []
         for sid, st in studies.items():
-            if st["report"].is_empty:  # only now: a later row of the study may have held the report
-                problems.add(ProblemKind.EMPTY_REPORT, file, st["empty_detail"], row=st["row"],
-                             field=cols.text or cols.findings or cols.impression, study_key=f"{self.name}:{sid}")
+            empty = empty_report_reason(st["report"])  # only now: a later row may have held the report
+            if empty:
+                problems.add(ProblemKind.EMPTY_REPORT, file, "report text is empty" if st["report"].is_empty
+                             else empty, row=st["row"], field=cols.text or cols.findings or cols.impression,
+                             study_key=f"{self.name}:{sid}")
             split = st["split"]
             if split is None:
                 split = patient_split(st["patient_id"], self.split_fractions, self.split_seed)
@@ -295,7 +298,7 @@ class CsvManifestSource(DatasetSource):
                             dtype=np.int8)
         if sid not in studies:
             studies[sid] = {"row": i, "patient_id": patient, "split": split, "images": images, "report": report,
-                            "labels": labels, "empty_detail": "report text is empty"}
+                            "labels": labels}
             return
         if not cols.study_id:
             problems.add(ProblemKind.DUPLICATE_ID, file, f"image path {paths[0]!r} also on row {studies[sid]['row']}",

@@ -16,6 +16,7 @@ from cxr.data.sources.tables import find_table, missing_columns, read_header, re
 from cxr.data.validation import DataValidationError, Problem, ProblemKind, ProblemLog
 from cxr.labels import CHEXPERT_OBSERVATIONS, empty_labels
 from cxr.records import ImageRef, StudyRecord, ViewPosition
+from cxr.reports.compose import empty_report_reason
 from cxr.reports.mimic_sections import mimic_report_sections
 
 SPLIT_STEM = "mimic-cxr-2.0.0-split"
@@ -176,11 +177,12 @@ class MimicCxrSource(DatasetSource):
                     problems.add(ProblemKind.MISSING_REPORT, reader.where(member), "report file not found",
                                  study_key=key)
                     continue
-                if not text.strip():
-                    problems.add(ProblemKind.EMPTY_REPORT, reader.where(member), "report file is empty",
-                                 study_key=key)
+                report = mimic_report_sections(text)
+                empty = "report file is empty" if not text.strip() else empty_report_reason(report)
+                if empty:
+                    problems.add(ProblemKind.EMPTY_REPORT, reader.where(member), empty, study_key=key)
                 records.append(StudyRecord(study_id=study, patient_id=subject, split=st["split"],
-                                           images=tuple(st["images"]), report=mimic_report_sections(text),
+                                           images=tuple(st["images"]), report=report,
                                            labels=labels.get(study, empty_labels()), source=self.name))
         finally:
             reader.close()

@@ -18,6 +18,7 @@ from cxr.data.sources.tables import missing_columns, read_header, read_table
 from cxr.data.validation import ProblemKind, ProblemLog
 from cxr.labels import OBSERVATION_INDEX, LabelState, empty_labels
 from cxr.records import ImageRef, ReportSections, Split, StudyRecord, ViewPosition
+from cxr.reports.compose import empty_report_reason
 
 REPORT_COLUMNS = ("uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression")
 PROJECTION_COLUMNS = ("uid", "filename", "projection")
@@ -124,6 +125,7 @@ class OpenISource(DatasetSource):
         self.check(problems)
         problems.raise_fatal(f"source {self.name!r}")
         images: dict[str, list[ImageRef]] = {}
+        first_row: dict[str, int] = {}  # uid -> its first projection row, to locate orphans
         proj_file = str(self.projections_csv)
         for i, row in enumerate(read_table(self.projections_csv).to_dict("records"), start=1):
             uid, filename = clean_id(row["uid"]), row["filename"].strip()
@@ -136,6 +138,7 @@ class OpenISource(DatasetSource):
                 continue
             view = ViewPosition.LATERAL if row["projection"].strip().lower() == "lateral" else ViewPosition.UNKNOWN
             images.setdefault(uid, []).append(ImageRef(str(self.images_dir / filename), view, Path(filename).stem))
+            first_row.setdefault(uid, i)
         rep_file = str(self.reports_csv)
         records: list[StudyRecord] = []
         seen: dict[str, int] = {}
@@ -153,9 +156,10 @@ class OpenISource(DatasetSource):
             report = ReportSections(findings=row["findings"].strip() or None,
                                     impression=row["impression"].strip() or None,
                                     full_text="")
-            if report.is_empty:
-                problems.add(ProblemKind.EMPTY_REPORT, rep_file, "no findings or impression", row=i,
-                             field="findings/impression", study_key=key)
+            empty = "no findings or impression" if report.is_empty else empty_report_reason(report)
+            if empty:
+                problems.add(ProblemKind.EMPTY_REPORT, rep_file, empty, row=i, field="findings/impression",
+                             study_key=key)
             if uid not in images:
                 problems.add(ProblemKind.NO_USABLE_IMAGE, proj_file, "study has no projection rows", field="uid",
                              study_key=key)
@@ -165,5 +169,6 @@ class OpenISource(DatasetSource):
             records.append(StudyRecord(study_id=uid, patient_id=uid, split=self.split, images=tuple(images[uid]),
                                        report=report, labels=labels_from_terms(cells), source=self.name))
         for uid in sorted(set(images) - set(seen), key=lambda u: (len(u), u)):
-            problems.add(ProblemKind.BAD_ROW, proj_file, f"uid {uid} has images but no report row", field="uid")
+            problems.add(ProblemKind.BAD_ROW, proj_file, f"uid {uid} has images but no report row",
+                         row=first_row[uid], field="uid")
         return records
