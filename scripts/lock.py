@@ -3,9 +3,9 @@
     python scripts/lock.py write [--lock requirements.lock]   # `make lock`: from the running environment
     python scripts/lock.py check [--lock requirements.lock]   # exit 1 listing every difference
 
-The lock holds the dependency closure of ``cxr[dev]`` (demo, notebooks, tests) as installed in the interpreter
-that runs this script, resolved from the installed packages' own metadata (so stray packages installed by hand,
-e.g. a linter, are not locked), plus pip itself. Local version labels are dropped (``torch==2.13.0``, not
+The lock holds the dependency closure of ``cxr[dev]`` (demo, notebooks, tests; read from pyproject.toml) as
+installed in the interpreter that runs this script, resolved from the installed packages' own metadata (so
+stray packages installed by hand are not locked), plus pip itself. Local version labels are dropped (``torch==2.13.0``, not
 ``+cpu``) so the lock never decides between CPU and CUDA builds: ``constraints.txt`` and the dry-run guard in
 ``scripts/setup_venv.sh`` do. ``scripts/setup_venv.sh`` passes the lock as a pip constraint to every pip call.
 """
@@ -39,14 +39,56 @@ def _installed() -> dict[str, md.Distribution]:
     return {canonicalize_name(d.metadata["Name"]): d for d in md.distributions() if d.metadata["Name"]}
 
 
-def dependency_closure(installed: dict[str, md.Distribution], project: str = PROJECT,
-                       extras: tuple[str, ...] = EXTRAS) -> dict[str, str]:
-    """``{name: version}`` of ``project[extras]`` and everything it requires, from installed metadata.
+def project_requirements(pyproject: Path = ROOT / "pyproject.toml", extras: tuple[str, ...] = EXTRAS) -> list[str]:
+    """The requirement lines of ``cxr[extras]`` as the checkout's pyproject.toml states them now (not the
+    metadata of an older editable install), with ``cxr[...]`` self-references expanded. Python 3.10 has no
+    tomllib: there the installed cxr's metadata stands in."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        return _installed_project_requirements(extras)
+    project = tomllib.loads(pyproject.read_text())["project"]
+    optional = project.get("optional-dependencies", {})
+    lines, todo, seen = list(project.get("dependencies", [])), list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        for line in optional.get(extra, []):
+            req = Requirement(line)
+            if canonicalize_name(req.name) == canonicalize_name(PROJECT):
+                todo.extend(req.extras)
+            else:
+                lines.append(line)
+    return lines
+
+
+def _installed_project_requirements(extras: tuple[str, ...]) -> list[str]:
+    env = default_environment()
+    lines = []
+    for line in md.requires(PROJECT) or []:
+        req = Requirement(line)
+        if canonicalize_name(req.name) == canonicalize_name(PROJECT):
+            continue  # cxr[demo,notebooks] inside dev: those extras' lines are listed under their own markers
+        if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in ("", *extras,
+                                                                                      "demo", "notebooks")):
+            lines.append(str(req).split(";")[0].strip())
+    return lines
+
+
+def dependency_closure(installed: dict[str, md.Distribution], roots: list[str] | None = None) -> dict[str, str]:
+    """``{name: version}`` of every package ``roots`` (requirement lines; default: cxr[dev] from pyproject.toml)
+    need, transitively, from the installed packages' metadata.
 
     Raises ``LookupError`` naming a required package that is not installed (the closure would be incomplete).
     """
     env = default_environment()
-    todo: list[tuple[str, frozenset[str]]] = [(canonicalize_name(project), frozenset(extras))]
+    todo: list[tuple[str, frozenset[str]]] = []
+    for line in project_requirements() if roots is None else roots:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({**env, "extra": ""}):
+            todo.append((canonicalize_name(req.name), frozenset(req.extras)))
     done: set[tuple[str, frozenset[str]]] = set()
     out: dict[str, str] = {}
     while todo:
@@ -56,7 +98,7 @@ def dependency_closure(installed: dict[str, md.Distribution], project: str = PRO
         done.add((name, wanted))
         dist = installed.get(name)
         if dist is None:
-            raise LookupError(f"{name} is required but not installed; install cxr[dev] first")
+            raise LookupError(f"{name} is required but not installed (make setup)")
         out[name] = dist.version
         for line in dist.requires or []:
             req = Requirement(line)
@@ -65,7 +107,6 @@ def dependency_closure(installed: dict[str, md.Distribution], project: str = PRO
             dep = canonicalize_name(req.name)
             if marker_ok and not dep.startswith(BUILD_SPECIFIC):
                 todo.append((dep, frozenset(req.extras)))
-    out.pop(canonicalize_name(project), None)  # the project itself is installed from the checkout
     return out
 
 

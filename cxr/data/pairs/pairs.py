@@ -184,7 +184,7 @@ def records_from_report_manifest(path: str | Path, split: Split | None = None) -
                 continue
             report = ReportSections(findings=row.get("findings") or None, impression=row.get("impression") or None,
                                     full_text=row.get("report", ""))
-            empty = empty_report_reason(report)
+            empty = "no report text" if report.is_empty else empty_report_reason(report)
             if empty:
                 raise PairDataError(f"{path}: row {row_no} (study {study_id}): {empty}")
             try:
