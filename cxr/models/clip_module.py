@@ -21,6 +21,7 @@ from cxr.losses.clip import (
 from cxr.metrics.retrieval import ImageTextRetrieval
 from cxr.models.grad_cache import check_micro_batches, grad_cache_step, split_evenly, trainer_loss_scale
 from cxr.models.optim import clip_param_groups
+from cxr.models.sync_bn import count_batchnorm, sync_batchnorm
 from cxr.models.text.tower import TextTower
 from cxr.models.vision import VisionTower
 from cxr.records import Split
@@ -78,6 +79,10 @@ class CLIPAlignModule(LightningModule):
             embedded in this many micro-batches and the loss is the full batch's, with the exact full-batch
             gradient and the activation memory of one micro-batch. 1 = off. A contrastive batch of 1,024 on
             2 GPUs: ``batch_size: 512`` with ``micro_batches: 4``.
+        sync_batchnorm: under data parallelism (world size > 1), BatchNorm layers of the vision tower use the
+            statistics of the global batch (``cxr.models.sync_bn``), so a DDP fit equals one process with the same
+            global batch; without it each rank normalises with its local batch. No effect on one process or on
+            BatchNorm-free towers (ViTs).
     """
 
     def __init__(
@@ -99,6 +104,7 @@ class CLIPAlignModule(LightningModule):
         retrieval_protocol: str = "study",
         fill_text_cache: bool = True,
         micro_batches: int = 1,
+        sync_batchnorm: bool = True,
     ) -> None:
         super().__init__()
         if _under_cli():
@@ -109,6 +115,7 @@ class CLIPAlignModule(LightningModule):
         self.text = text
         self.loss_config = loss or ClipLossConfig()
         self.micro_batches = check_micro_batches(micro_batches)
+        self.sync_batchnorm = sync_batchnorm
         self.image_proj = nn.Linear(vision.num_features, embed_dim)
         nn.init.trunc_normal_(self.image_proj.weight, std=0.02 * head_init_std)
         nn.init.zeros_(self.image_proj.bias)
@@ -129,6 +136,7 @@ class CLIPAlignModule(LightningModule):
 
     # -------------------------------------------------------------------------------------- building
     def setup(self, stage: str) -> None:
+        self._sync_batchnorm_across_ranks()
         if not self.text.uses_cache:
             return
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
@@ -142,6 +150,13 @@ class CLIPAlignModule(LightningModule):
             for split in splits:
                 texts.extend(dm.texts(split))
             self.text.fill_cache(texts, device=self.trainer.strategy.root_device)
+
+    def _sync_batchnorm_across_ranks(self) -> None:
+        # before the strategy wraps the model and the optimiser is built, so both see the converted layers
+        if not self.sync_batchnorm or self._trainer is None or self.trainer.world_size < 2:
+            return
+        if count_batchnorm(self.vision):
+            self.vision = sync_batchnorm(self.vision, self.trainer.strategy.root_device)
 
     def configure_model(self) -> None:
         # The LLM is only needed online: with LoRA, or without the cache. Idempotent.
