@@ -9,6 +9,8 @@ from typing import Any
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 
+from cxr.callbacks.settings_check import check_image_settings
+
 log = logging.getLogger(__name__)
 
 
@@ -33,6 +35,11 @@ class CXRLightningCLI(LightningCLI):
                                  "only (an unpickled checkpoint can run arbitrary code)")
             kwargs["weights_only"] = True
         return kwargs
+
+    def instantiate_classes(self) -> None:
+        super().instantiate_classes()
+        # Fail at start-up, before any data is read, when model and data disagree on the image geometry.
+        check_image_settings(self.model, self.datamodule)
 
     def before_fit(self) -> None:
         _warn_on_stale_last(self.trainer)

@@ -121,7 +121,7 @@ def llm2vec_config(tmp: Path, llama: Path, manifest: Path, max_steps: int, tag: 
                                          "init_args": {"out": str(tmp / "dump"), "tag": tag}}]},
               "model": {"class_path": "cxr.models.llm2vec_module.LLM2VecModule", "init_args": args},
               "data": {"class_path": "cxr.data.pairs.datamodule.PairDataModule",
-                       "init_args": {"manifest": str(manifest), "batch_size": 2, "val_batch_size": 8}}}
+                       "init_args": {"manifest": str(manifest), "batch_size": 2, "eval_batch_size": 8}}}
     path = tmp / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -53,11 +53,11 @@ def collate(samples) -> ImageTextBatch:
 
 
 class ToyDataModule(LightningDataModule):
-    """Stands in for CXRDataModule: the same ``texts(split)`` / ``text_shuffle_prob`` interface."""
+    """Stands in for CXRDataModule: the same ``texts(split)`` / ``shuffle_prob`` interface."""
 
-    def __init__(self, batch_size: int = 16, text_shuffle_prob: float = 0.0) -> None:
+    def __init__(self, batch_size: int = 16, shuffle_prob: float = 0.0) -> None:
         super().__init__()
-        self.text_shuffle_prob = text_shuffle_prob
+        self.shuffle_prob = shuffle_prob
         self.batch_size = batch_size
         self.sets = {"train": PatternPairs(128, 1), "val": PatternPairs(48, 2), "test": PatternPairs(48, 3)}
 
@@ -113,10 +113,11 @@ def test_unknown_vision_model_fails_at_construction() -> None:
 
 def test_cache_and_text_shuffle_are_refused(tmp_path, minilm_free_encoder) -> None:
     module = _module(minilm_free_encoder, tmp_path / "cache")
-    with pytest.raises(ValueError, match="text_shuffle_prob"):
-        _trainer(tmp_path, max_steps=1).fit(module, ToyDataModule(text_shuffle_prob=0.3))
+    with pytest.raises(ValueError, match="shuffle_prob"):
+        _trainer(tmp_path, max_steps=1).fit(module, ToyDataModule(shuffle_prob=0.3))
 
 
+@pytest.mark.slow
 def test_short_run_beats_chance_and_checkpoint_roundtrip(tmp_path, minilm_free_encoder) -> None:
     torch.manual_seed(0)
     dm = ToyDataModule()
@@ -156,6 +157,7 @@ def test_short_run_beats_chance_and_checkpoint_roundtrip(tmp_path, minilm_free_e
         CLIPAlignModule.load_from_checkpoint(tmp_path / "broken.ckpt", vision=fresh.vision, text=fresh.text)
 
 
+@pytest.mark.slow
 def test_tiny_llama_with_lora_runs_online(tmp_path, tiny_llama) -> None:
     from cxr.models.text.lora import LoraSettings
 

@@ -72,7 +72,7 @@ def test_paper_config_variants() -> None:
                             str(ROOT / "configs/variants/llm2clip4cxr_cached.yaml"), "--print_config"])
     text = cached["model"]["init_args"]["text"]["init_args"]
     assert text["lora"] is None and text["use_cache"] is True and text["cache_dir"]
-    assert cached["data"]["init_args"]["text_shuffle_prob"] == 0.0
+    assert cached["data"]["init_args"]["shuffle_prob"] == 0.0
     assert cached["model"]["init_args"]["embed_dim"] == 1280  # the rest is the paper's
     bucketed = _print_config(["fit", "--config", base, "--config",
                               str(ROOT / "configs/variants/llm2clip4cxr_bucketed.yaml"), "--print_config"])

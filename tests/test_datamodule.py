@@ -117,7 +117,7 @@ def test_study_sampling_draws_random_views(tmp_path: Path) -> None:
 
 
 def test_text_shuffle_and_texts_helper(tmp_path: Path) -> None:
-    dm = make_dm(tmp_path, text_shuffle_prob=1.0, batch_size=8)
+    dm = make_dm(tmp_path, shuffle_prob=1.0, batch_size=8)
     texts = set(dm.texts("train"))
     shuffled = [t for b in dm.train_dataloader() for t in b.texts]
     assert any(t not in texts for t in shuffled)  # every sample shuffled; 2-sentence findings flip often

@@ -93,7 +93,7 @@ def _tiny_twin_args(config: str, model: Path, world: Path, export: Path, max_ste
             # the whole list is given: jsonargparse has no per-index override of a list of classes
             "--data.init_args.sources=" + json.dumps([{"class_path": "cxr.data.sources.mimic_cxr.MimicCxrSource",
                                                        "init_args": {"root": str(world), "reports_dir": str(world)}}]),
-            "--data.init_args.batch_size=4", "--data.init_args.val_batch_size=16", "--data.init_args.num_workers=0"]
+            "--data.init_args.batch_size=4", "--data.init_args.eval_batch_size=16", "--data.init_args.num_workers=0"]
 
 
 @pytest.mark.slow

@@ -46,7 +46,7 @@ def _pairs():
 
 
 def test_dataset_instruction_symmetry_and_borrowed_negatives():
-    ds = PairDataset(_pairs(), seed=0, shuffle_probability=0.0)
+    ds = PairDataset(_pairs(), seed=0, shuffle_prob=0.0)
     task, q, p, n = ds[0]
     assert task is PairTask.SUMMARIZE and q == (TASK_SPECS[PairTask.SUMMARIZE].instruction, "findings 0.")
     assert p == ("", "impression 0.")

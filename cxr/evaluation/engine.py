@@ -13,10 +13,11 @@ import logging
 import re
 from dataclasses import dataclass
 
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import TQDMProgressBar
 from torch import nn
 
+from cxr.callbacks.text_cache import TextCacheFiller
 from cxr.data.batch import ImageTextBatch
 
 log = logging.getLogger(__name__)
@@ -139,11 +140,14 @@ class EmbeddingEvalModule(LightningModule):
         if callable(configure):
             configure()
 
-    def setup(self, stage: str) -> None:
-        text = getattr(self.model, "text", None)
-        if self.cache_texts and text is not None and getattr(text, "uses_cache", False):
-            # Lightning calls setup before moving the module: run the encoder on the strategy's device.
-            text.fill_cache(self.cache_texts, device=self.trainer.strategy.root_device)
+    @property
+    def text(self) -> nn.Module | None:
+        """The evaluated model's text tower (what :class:`TextCacheFiller` fills), if it has one."""
+        return getattr(self.model, "text", None)
+
+    def configure_callbacks(self) -> list[Callback]:
+        # Attached again by every Trainer.test call, so each dataset's texts are embedded before it runs.
+        return [TextCacheFiller(self.cache_texts)] if self.cache_texts else []
 
     def test_step(self, batch: ImageTextBatch, batch_idx: int) -> None:
         if not isinstance(batch, ImageTextBatch):

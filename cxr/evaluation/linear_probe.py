@@ -61,7 +61,7 @@ def eval_mode_loader(dm, split, batch_size: int | None = None):
     records = dm.load_records()[split]
     items, _ = build_items(records, False, dm.view_policy, dm.sampling, dm.keep_lateral_only)
     dataset = ImageTextDataset(records, items, dm.image_loader, dm.transform.build(train=False),
-                               tagged_sections=dm.tagged_sections, text_shuffle_prob=0.0)
+                               tagged_sections=dm.tagged_sections, shuffle_prob=0.0)
     return DataLoader(dataset, batch_size=batch_size or dm.eval_batch_size, sampler=SequentialSampler(dataset),
                       num_workers=dm.num_workers, collate_fn=collate_samples)
 

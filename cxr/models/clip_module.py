@@ -6,9 +6,11 @@ import math
 from dataclasses import dataclass, replace
 
 import torch
-from lightning.pytorch import LightningModule
+from lightning.pytorch import Callback, LightningModule
 from torch import nn
 
+from cxr.callbacks.settings_check import ImageSettingsCheck
+from cxr.callbacks.text_cache import TextCacheFiller
 from cxr.data.batch import ImageTextBatch
 from cxr.distributed import clean_param_name
 from cxr.losses.clip import (
@@ -24,7 +26,6 @@ from cxr.models.optim import clip_param_groups
 from cxr.models.sync_bn import count_batchnorm, sync_batchnorm
 from cxr.models.text.tower import TextTower
 from cxr.models.vision import VisionTower
-from cxr.records import Split
 
 
 @dataclass
@@ -74,7 +75,8 @@ class CLIPAlignModule(LightningModule):
         head_init_std: the image projection starts at trunc-normal(0.02·this) (EVA-CLIP: 0.001).
         eval_ks: the K of validation/test Recall@K.
         retrieval_protocol: ``study`` or ``image`` (see ``cxr.metrics.retrieval``).
-        fill_text_cache: embed the DataModule's texts into the cache during ``setup``.
+        fill_text_cache: embed the DataModule's texts into the cache at ``setup``
+            (:class:`~cxr.callbacks.text_cache.TextCacheFiller`).
         micro_batches: feature accumulation (GradCache, :mod:`cxr.models.grad_cache`): each training batch is
             embedded in this many micro-batches and the loss is the full batch's, with the exact full-batch
             gradient and the activation memory of one micro-batch. 1 = off. A contrastive batch of 1,024 on
@@ -137,19 +139,13 @@ class CLIPAlignModule(LightningModule):
     # -------------------------------------------------------------------------------------- building
     def setup(self, stage: str) -> None:
         self._sync_batchnorm_across_ranks()
-        if not self.text.uses_cache:
-            return
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if dm is not None and float(getattr(dm, "text_shuffle_prob", 0.0) or 0.0) > 0:
-            raise ValueError("text.use_cache=true cannot be combined with data.text_shuffle_prob > 0: shuffled "
-                             "reports are new texts every epoch; set one of them off")
-        if self.hparams.fill_text_cache and dm is not None and hasattr(dm, "texts"):
-            splits = {"fit": (Split.TRAIN, Split.VAL), "validate": (Split.VAL,), "test": (Split.TEST,),
-                      "predict": (Split.TEST,)}.get(stage, ())
-            texts: list[str] = []
-            for split in splits:
-                texts.extend(dm.texts(split))
-            self.text.fill_cache(texts, device=self.trainer.strategy.root_device)
+
+    def configure_callbacks(self) -> list[Callback]:
+        # Jobs that need both this module and the DataModule live in callbacks, which see both.
+        callbacks: list[Callback] = [ImageSettingsCheck()]
+        if self.hparams.fill_text_cache:
+            callbacks.append(TextCacheFiller())
+        return callbacks
 
     def _sync_batchnorm_across_ranks(self) -> None:
         # before the strategy wraps the model and the optimiser is built, so both see the converted layers

@@ -108,19 +108,19 @@ class PairDataset(Dataset):
     """Pairs with the training-time text handling of the authors' ``CXR.py`` (paper §A.5).
 
     Query side gets the task instruction; symmetric tasks swap query/positive at random; the positive is
-    sentence-shuffled with probability ``shuffle_probability``; a row without a hard negative borrows the
+    sentence-shuffled with probability ``shuffle_prob``; a row without a hard negative borrows the
     positive of a random other row of the same task (so a batch has negatives for all rows or none).
     Randomness is seeded by ``(seed, epoch, index)``.
     """
 
     def __init__(self, pairs: list[PairRecord], seed: int = 0, use_negatives: bool = True,
-                 shuffle_probability: float = 0.0, augment: bool = True,
+                 shuffle_prob: float = 0.0, augment: bool = True,
                  instruction_set: InstructionSet = InstructionSet.PROJECT) -> None:
         self.pairs = pairs
         self.instruction_set = InstructionSet(instruction_set)
         self.seed = seed
         self.use_negatives = use_negatives
-        self.shuffle_probability = shuffle_probability
+        self.shuffle_prob = shuffle_prob
         self.augment = augment
         #: object with an ``epoch`` attribute (the batch sampler, updated by Lightning's ``set_epoch`` before the
         #: epoch's workers are forked, so worker copies see it too)
@@ -141,7 +141,7 @@ class PairDataset(Dataset):
         if self.augment:
             if spec.symmetric and rng.random() < 0.5:
                 query, positive = positive, query
-            if rng.random() < self.shuffle_probability:
+            if rng.random() < self.shuffle_prob:
                 positive = shuffle_sentences(positive, rng)
         negative = None
         if self.use_negatives:
@@ -175,10 +175,10 @@ class PairDataModule(L.LightningDataModule):
         manifest: report manifest CSV; its train split is turned into pairs (``build_pairs``) and its val
             split into findings→impression validation pairs, when the CSV paths are not given.
         batch_size: per-rank batch size; the global batch is ``batch_size * world_size`` and holds one task.
-        val_batch_size: batch size for encoding the validation set.
+        eval_batch_size: batch size for encoding the validation set.
         seed: sampler, augmentation and pair-building seed.
         use_negatives: feed hard negatives (or borrowed ones) to the loss.
-        shuffle_probability: probability of sentence-shuffling a positive (authors: always).
+        shuffle_prob: probability of sentence-shuffling a positive (authors: always).
         variants_per_report: variant pairs per study when building from a manifest.
         num_workers: DataLoader workers.
         sources: dataset sources (as in ``CXRDataModule``): their train split is turned into pairs and their val
@@ -188,8 +188,8 @@ class PairDataModule(L.LightningDataModule):
     """
 
     def __init__(self, train_pairs: str | None = None, val_pairs: str | None = None, manifest: str | None = None,
-                 batch_size: int = 16, val_batch_size: int = 64, seed: int = 0, use_negatives: bool = True,
-                 shuffle_probability: float = 0.3, variants_per_report: int = 2, num_workers: int = 0,
+                 batch_size: int = 16, eval_batch_size: int = 64, seed: int = 0, use_negatives: bool = True,
+                 shuffle_prob: float = 0.3, variants_per_report: int = 2, num_workers: int = 0,
                  sources: list[DatasetSource] | None = None, bad_input: BadInputPolicy = BadInputPolicy.RAISE,
                  instruction_set: InstructionSet = InstructionSet.PROJECT) -> None:
         super().__init__()
@@ -201,10 +201,10 @@ class PairDataModule(L.LightningDataModule):
         self.val_pairs = val_pairs
         self.manifest = manifest
         self.batch_size = batch_size
-        self.val_batch_size = val_batch_size
+        self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.use_negatives = use_negatives
-        self.shuffle_probability = shuffle_probability
+        self.shuffle_prob = shuffle_prob
         self.variants_per_report = variants_per_report
         self.num_workers = num_workers
         self.sources = list(sources or [])
@@ -231,7 +231,7 @@ class PairDataModule(L.LightningDataModule):
             pairs = (read_pairs_csv(self.train_pairs) if self.train_pairs
                      else self._manifest_pairs(Split.TRAIN, PairBuildOptions().tasks))
             self.train_set = PairDataset(pairs, seed=self.seed, use_negatives=self.use_negatives,
-                                         shuffle_probability=self.shuffle_probability,
+                                         shuffle_prob=self.shuffle_prob,
                                          instruction_set=self.instruction_set)
         if self.val_set is None and (self.val_pairs or self.manifest or self.sources):
             pairs = (read_pairs_csv(self.val_pairs) if self.val_pairs
@@ -263,5 +263,5 @@ class PairDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader | list:
         if self.val_set is None:
             return []
-        return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False, collate_fn=collate_pairs,
+        return DataLoader(self.val_set, batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_pairs,
                                    num_workers=self.num_workers)
