@@ -102,6 +102,7 @@ def clip_config(tmp: Path, llama: Path, manifest: Path, max_steps: int, tag: str
                                             "init_args": {"name": "synth", "csv_path": str(manifest)}}],
                                "image_size": 32, "in_chans": 1, "batch_size": 4, "num_workers": 0}},
     }
+    tmp.mkdir(parents=True, exist_ok=True)
     path = tmp / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

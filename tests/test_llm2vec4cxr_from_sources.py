@@ -86,7 +86,7 @@ def _tiny_twin_args(config: str, model: Path, world: Path, export: Path, max_ste
     return ["fit", "--config", str(ROOT / "configs" / "text" / config),
             "--trainer.accelerator=cpu", "--trainer.devices=1", "--trainer.strategy=auto",
             "--trainer.precision=32-true", f"--trainer.max_steps={max_steps}", "--trainer.val_check_interval=2",
-            "--trainer.limit_val_batches=1", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+            "--trainer.limit_val_batches=1", "--trainer.logger=false",
             f"--model.init_args.model_name_or_path={model}", f"--model.init_args.export_dir={export}",
             "--model.init_args.max_length=96", "--model.init_args.warmup_steps=1",
             "--model.init_args.gradient_checkpointing=false",
