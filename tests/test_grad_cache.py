@@ -66,6 +66,7 @@ def _accumulated(model: TwoTowers, images, texts, ids, k: int):
     model.zero_grad()
     chunks = [(images[sl], texts[sl]) for sl in split_evenly(len(ids), k)]
     out = grad_cache_step(chunks, model.embed, lambda f: model.loss(f, ids), model, [model.logit_scale])
+    model.zero_grad()  # Lightning zeroes gradients between training_step and backward: nothing may be lost
     out.surrogate.backward()
     return out.surrogate.detach(), _grads(model)
 
@@ -170,6 +171,7 @@ def _clip_batch():
 def _step_grads(module, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     module.train()
     loss = module.training_step(batch, 0)
+    module.zero_grad(set_to_none=True)  # as Lightning's closure does between training_step and backward
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in module.named_parameters() if p.requires_grad}
 
@@ -212,9 +214,43 @@ def test_llm2vec_module_micro_batches_equal_full_batch(tiny_llama) -> None:
         LLM2VecModule(str(tiny_llama), stage="mntp", micro_batches=2)
 
 
+class _FirstGrads:
+    """Lightning callback: the gradients the optimiser sees at the first step."""
+
+    def __new__(cls):
+        from lightning.pytorch import Callback
+
+        class Grab(Callback):
+            grads: dict[str, torch.Tensor] = {}
+
+            def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+                if trainer.global_step == 0:
+                    self.grads = {n: p.grad.clone() for n, p in pl_module.named_parameters() if p.grad is not None}
+
+        return Grab()
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_lightning_fit_step_with_micro_batches_equals_full_batch(tiny_llama, tmp_path) -> None:
+    """Through Trainer.fit: Lightning runs zero_grad between training_step and backward, clips, steps."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    grads = {}
+    for micro in (1, 4):
+        grab = _FirstGrads()
+        trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
+                            enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=1e9,
+                            default_root_dir=tmp_path, callbacks=[grab])
+        trainer.fit(_clip(tiny_llama, micro), train_dataloaders=DataLoader([_clip_batch()], batch_size=None))
+        grads[micro] = grab.grads
+    assert any("lora_" in n for n in grads[1])
+    assert_grads_close(grads[4], grads[1])
+
+
 # ---------------------------------------------------------------------------- 2-process DDP through the CLI
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)  # two train.py runs (3 processes): minutes on a shared 2-core box
 def test_ddp_two_processes_with_micro_batches_equal_one_process_full_batch(tmp_path, tiny_llama,
                                                                             synthetic_dataset) -> None:
     import yaml
@@ -224,6 +260,7 @@ def test_ddp_two_processes_with_micro_batches_equal_one_process_full_batch(tmp_p
     runs = {"single": (["--trainer.devices", "1", "--data.init_args.batch_size", "8"], 1),
             "ddp": (["--trainer.devices", "2", "--data.init_args.batch_size", "4"], 2)}
     for tag, (args, micro) in runs.items():
+        (tmp_path / tag).mkdir()
         path = clip_config(tmp_path / tag, tiny_llama, manifest, max_steps=2, tag=tag,
                            model={"micro_batches": micro})
         cfg = yaml.safe_load(path.read_text())

@@ -21,7 +21,7 @@ from cxr.losses.clip import (
     clip_loss,
 )
 from cxr.metrics.retrieval import ImageTextRetrieval
-from cxr.models.grad_cache import check_micro_batches, grad_cache_step, split_evenly, trainer_loss_scale
+from cxr.models.grad_cache import check_micro_batches, check_strategy, grad_cache_step, split_evenly
 from cxr.models.optim import clip_param_groups
 from cxr.models.sync_bn import count_batchnorm, sync_batchnorm
 from cxr.models.text.tower import TextTower
@@ -184,10 +184,11 @@ class CLIPAlignModule(LightningModule):
                             self.loss_config, self.logit_bias)
             return out.loss, out
 
-        scale = trainer_loss_scale(self.trainer) if self._trainer is not None else None
+        if self._trainer is not None:
+            check_strategy(self.trainer)
         result = grad_cache_step(chunks, lambda c: (self.encode_images(c[0]), self.encode_texts(c[1])), loss_fn,
                                  self, [self.logit_scale] + ([self.logit_bias] if self.logit_bias is not None
-                                                             else []), scale)
+                                                             else []))
         return replace(result.extra, loss=result.surrogate)
 
     def training_step(self, batch: ImageTextBatch, batch_idx: int) -> torch.Tensor:

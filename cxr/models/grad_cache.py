@@ -5,24 +5,25 @@ A contrastive loss couples every sample with every other, so ordinary gradient a
 changes the objective (k small negative sets instead of one large one). Here a training batch is split into k
 micro-batches and:
 
-1. each micro-batch is embedded **without a graph**; the RNG state before each forward is recorded;
-2. the loss is computed on the concatenated (cached) features — the full-batch loss, gathered across ranks as
-   usual — and its gradient with respect to each cached feature (and to loss-only parameters such as the logit
-   scale) is taken;
-3. each micro-batch is embedded **again with a graph**, under the recorded RNG state (dropout, drop-path and LoRA
-   dropout draw the same masks; GradCache's ``RandContext``), and ``sum(features * cached_gradient)`` is
-   back-propagated. By the chain rule the parameter gradients add up to the full-batch gradient.
+1. (in ``training_step``) each micro-batch is embedded **without a graph**; the RNG state before each forward is
+   recorded; the loss is computed on the concatenated (cached) features — the full-batch loss, gathered across
+   ranks as usual — and its gradient with respect to each cached feature and to the loss-only parameters (logit
+   scale/bias) is taken;
+2. (in the backward of the returned loss) each micro-batch is embedded **again with a graph**, under its recorded
+   RNG state (dropout, drop-path and LoRA dropout draw the same masks; GradCache's ``RandContext``), and the
+   gradient of ``sum(features * cached_gradient)`` with respect to the parameters is added up. By the chain rule
+   the sum is the full-batch gradient.
 
-The last micro-batch's surrogate is *returned* instead of back-propagated, so Lightning's automatic optimisation
-runs the final backward: gradient clipping, ``accumulate_grad_batches``, precision scaling and schedulers work
-unchanged, and under DDP the final backward is the one that all-reduces. The earlier backwards run inside the DDP
-forward (Lightning calls ``training_step`` through the DDP wrapper), where DDP's reducer ignores gradient hooks,
-so their gradients accumulate locally and are reduced together with the last one (as under ``no_sync``). The
-loss-only parameters enter the returned surrogate as ``p * dL/dp`` so they too are reduced by that backward.
+The returned loss is the output of an autograd function whose inputs are the module's trainable parameters and
+whose backward runs step 2 and hands the summed gradients to autograd. So one ordinary ``backward()`` delivers
+them, after Lightning's ``zero_grad`` (which runs between ``training_step`` and the backward), once per parameter:
+DDP all-reduces them like any gradient, and clipping, ``accumulate_grad_batches``, fp16 loss scaling (the
+incoming gradient) and schedulers are unchanged. Step 2 is a backward inside a backward, as reentrant activation
+checkpointing does.
 
-Caveats: BatchNorm layers see micro-batch statistics (their running stats are updated only by the
-gradient pass); FSDP and DeepSpeed run their own backward machinery and are refused; ``static_graph`` DDP is not
-supported.
+Caveats: BatchNorm layers see micro-batch statistics (their running stats are updated only by the gradient
+pass); FSDP and DeepSpeed run their own backward machinery and are refused; the summed gradients need one
+parameter-sized buffer.
 """
 
 from __future__ import annotations
@@ -91,8 +92,8 @@ class GradCacheOutput(Generic[Chunk]):
     """What :func:`grad_cache_step` returns.
 
     Attributes:
-        surrogate: back-propagate this (Lightning does) to finish the full-batch gradient; its value equals the
-            full-batch loss.
+        surrogate: the full-batch loss value; back-propagating it (Lightning does) re-embeds the micro-batches and
+            delivers the full-batch gradient to every trainable parameter.
         extra: whatever ``loss_fn`` returned besides the loss (accuracies ...), computed on the cached features.
     """
 
@@ -108,13 +109,25 @@ def _surrogate(features: Features, grads: Sequence[torch.Tensor | None]) -> torc
     return total
 
 
+class _ReplayGradients(torch.autograd.Function):
+    """Output: the cached full-batch loss value. Backward: ``replay(grad_output)`` -> one gradient per parameter."""
+
+    @staticmethod
+    def forward(ctx, value: torch.Tensor, replay: Callable, *params: torch.Tensor) -> torch.Tensor:
+        ctx.replay = replay
+        return value.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return (None, None, *ctx.replay(grad_output))
+
+
 def grad_cache_step(
     chunks: Sequence[Chunk],
     embed: Callable[[Chunk], Features],
     loss_fn: Callable[[Features], tuple[torch.Tensor, Any]],
     module: nn.Module,
     loss_params: Sequence[torch.Tensor] = (),
-    scale: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> GradCacheOutput:
     """Full-batch contrastive loss over ``chunks`` with one micro-batch's activation memory (see module doc).
 
@@ -122,10 +135,9 @@ def grad_cache_step(
         chunks: the micro-batches, in batch order (their features are concatenated in this order).
         embed: micro-batch -> tuple of ``(b_i, d)`` feature tensors (e.g. image and text embeddings).
         loss_fn: the concatenated features -> ``(loss, extra)``; may gather across ranks like any loss here.
-        module: the module whose forward ``embed`` runs (for the device and its BatchNorm layers).
-        loss_params: parameters the loss uses directly (logit scale / bias).
-        scale: applied to every surrogate this function back-propagates itself (the precision plugin's loss
-            scaler under fp16; ``None`` otherwise), so they match Lightning's scaled final backward.
+        module: the module whose trainable parameters ``embed`` and ``loss_fn`` use (device, BatchNorm layers,
+            and the parameters that receive gradients).
+        loss_params: parameters the loss uses directly (logit scale / bias); they must belong to ``module``.
     """
     device = next(module.parameters()).device
     states: list[RngState] = []
@@ -135,23 +147,27 @@ def grad_cache_step(
             states.append(RngState.capture(device))
             cached.append(tuple(f.detach() for f in embed(chunk)))
     full = [torch.cat(parts).requires_grad_() for parts in zip(*cached, strict=True)]
-    params = [p for p in loss_params if p.requires_grad]
+    direct = [p for p in loss_params if p.requires_grad]
     with torch.enable_grad():
         loss, extra = loss_fn(tuple(full))
-        grads = torch.autograd.grad(loss, full + params, allow_unused=True)
-    feature_grads, param_grads = grads[:len(full)], grads[len(full):]
+        grads = torch.autograd.grad(loss, full + direct, allow_unused=True)
     sizes = [c[0].shape[0] for c in cached]
-    per_chunk = list(zip(*(g.split(sizes) if g is not None else [None] * len(sizes) for g in feature_grads),
-                         strict=True))
-    for i, chunk in enumerate(chunks):
-        with states[i].replay():
-            surrogate = _surrogate(embed(chunk), per_chunk[i])
-        if i < len(chunks) - 1:
-            (scale(surrogate) if scale is not None else surrogate).backward()
-    for p, g in zip(params, param_grads, strict=True):
-        if g is not None:
-            surrogate = surrogate + (p.float() * g.float()).sum()
-    return GradCacheOutput(surrogate=surrogate + (loss.detach().float() - surrogate.detach()), extra=extra)
+    per_chunk = list(zip(*(g.split(sizes) if g is not None else [None] * len(sizes)
+                           for g in grads[:len(full)]), strict=True))
+    direct_grads = {id(p): g for p, g in zip(direct, grads[len(full):], strict=True)}
+    params = [p for p in module.parameters() if p.requires_grad]
+
+    def replay(grad_output: torch.Tensor) -> list[torch.Tensor | None]:
+        totals: list[torch.Tensor | None] = [direct_grads.get(id(p)) for p in params]
+        for state, chunk, chunk_grads in zip(states, chunks, per_chunk, strict=True):
+            with state.replay(), torch.enable_grad():
+                surrogate = _surrogate(embed(chunk), chunk_grads)
+                found = torch.autograd.grad(surrogate, params, allow_unused=True)
+            totals = [t if g is None else (g if t is None else t + g) for t, g in zip(totals, found, strict=True)]
+        return [None if t is None else (t * grad_output).to(p.dtype) for t, p in zip(totals, params, strict=True)]
+
+    value = _ReplayGradients.apply(loss.detach().float(), replay, *params)
+    return GradCacheOutput(surrogate=value, extra=extra)
 
 
 def check_micro_batches(micro_batches: int) -> int:
@@ -161,16 +177,11 @@ def check_micro_batches(micro_batches: int) -> int:
     return int(micro_batches)
 
 
-def trainer_loss_scale(trainer) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The fp16 loss scaler of Lightning's precision plugin (None for fp32/bf16), refusing strategies whose own
-    backward machinery feature accumulation cannot drive (FSDP, DeepSpeed)."""
+def check_strategy(trainer) -> None:
+    """Refuse strategies whose own backward machinery feature accumulation cannot drive (FSDP, DeepSpeed)."""
     from lightning.pytorch.strategies import DeepSpeedStrategy, FSDPStrategy
 
     strategy = trainer.strategy
     if isinstance(strategy, (FSDPStrategy, DeepSpeedStrategy)):
         raise ValueError(f"micro_batches > 1 (feature accumulation) supports single-device and DDP training, not "
                          f"{type(strategy).__name__}; use DDP or set micro_batches: 1")
-    if (getattr(strategy, "_ddp_kwargs", None) or {}).get("static_graph", False):
-        raise ValueError("micro_batches > 1 runs extra backwards per step, which DDP static_graph forbids")
-    scaler = getattr(trainer.precision_plugin, "scaler", None)
-    return scaler.scale if scaler is not None else None

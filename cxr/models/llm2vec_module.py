@@ -26,7 +26,7 @@ from cxr.distributed import gather_no_grad
 from cxr.losses.info_nce import DEFAULT_SCALE, hard_negative_logits, in_batch_accuracy
 from cxr.losses.mntp import mntp_loss, mntp_mask
 from cxr.metrics.ranking import positives_from_ids, retrieval_ranks, summarize_ranks
-from cxr.models.grad_cache import check_micro_batches, grad_cache_step, split_evenly, trainer_loss_scale
+from cxr.models.grad_cache import check_micro_batches, check_strategy, grad_cache_step, split_evenly
 from cxr.models.text.encoder import TextEncoder, TokenizedText
 from cxr.models.text.export import export_text_encoder
 from cxr.models.text.lora import LoraSettings
@@ -233,8 +233,9 @@ class LLM2VecModule(L.LightningModule):
                                        scale=self.loss_scale)
             return torch.nn.functional.cross_entropy(out.logits, out.targets), out
 
-        scale = trainer_loss_scale(self.trainer) if self._trainer is not None else None
-        result = grad_cache_step(chunks, embed, loss_fn, self, (), scale)
+        if self._trainer is not None:
+            check_strategy(self.trainer)
+        result = grad_cache_step(chunks, embed, loss_fn, self)
         return result.surrogate, result.extra
 
     def validation_step(self, batch: PairBatch, batch_idx: int) -> None:
