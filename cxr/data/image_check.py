@@ -25,8 +25,11 @@ log = logging.getLogger(__name__)
 CHECK_VERSION = 1
 #: The verdict of a file that does not exist (DecodeDefect.MISSING's value).
 MISSING = "missing"
-#: Below this many images to decode, a process pool costs more to start than it saves.
-MIN_POOL_IMAGES = 64
+#: Below this many images, a process pool costs more to start than it saves: each spawned worker imports the
+#: main script's modules (seconds with torch/Lightning), while a small image decodes in milliseconds.
+MIN_POOL_IMAGES = 1000
+#: From this many images on, a progress bar is shown.
+MIN_PROGRESS_IMAGES = 64
 
 
 class ImageCheck(str, Enum):
@@ -167,7 +170,7 @@ def _run(paths: list[str], workers: int) -> Iterable[ImageVerdict]:
 
 
 def _progress(results: Iterable[ImageVerdict], total: int, enabled: bool) -> Iterable[ImageVerdict]:
-    if not enabled or total < MIN_POOL_IMAGES:
+    if not enabled or total < MIN_PROGRESS_IMAGES:
         return results
     from tqdm.auto import tqdm
 
