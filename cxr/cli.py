@@ -13,6 +13,9 @@ from cxr.callbacks.settings_check import check_image_settings
 
 log = logging.getLogger(__name__)
 
+#: LightningCLI flags that would replace the modules' optimisers
+REFUSED_FLAGS = ("optimizer", "lr_scheduler")
+
 
 class CXRLightningCLI(LightningCLI):
     """LightningCLI in subclass mode: any cxr LightningModule / DataModule can be named in a config.
@@ -35,6 +38,23 @@ class CXRLightningCLI(LightningCLI):
                                  "only (an unpickled checkpoint can run arbitrary code)")
             kwargs["weights_only"] = True
         return kwargs
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # LightningCLI's automatic --optimizer/--lr_scheduler would replace the modules' configure_optimizers and
+        # silently drop the layer-decay groups and warm-up schedules; they are refused instead (see below).
+        for flag in REFUSED_FLAGS:
+            parser.add_argument(f"--{flag}", type=Any, default=None,
+                                help=f"not supported: set the optimiser through the model's arguments ({flag} is "
+                                     f"refused so the modules' parameter groups and schedules are never dropped)")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        given = [flag for flag in REFUSED_FLAGS if config.get(flag) is not None]
+        if given:
+            raise ValueError(f"--{'/--'.join(given)} is not supported: both LightningModules build their own "
+                             f"AdamW with parameter groups (layer decay, no decay on norms/biases/scale) and a "
+                             f"warm-up schedule (cxr/models/optim.py), which LightningCLI's optimizer/lr_scheduler "
+                             f"would replace; set model.init_args.lr / weight_decay / warmup_steps instead")
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
@@ -67,6 +87,7 @@ def cli_main(args: ArgsType = None, run: bool = True) -> CXRLightningCLI:
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,  # refused with a message instead: see add_arguments_to_parser
         args=args,
         run=run,
     )

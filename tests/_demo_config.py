@@ -20,7 +20,7 @@ def demo_config(tmp_path: Path, manifest: Path, *, vision: str | None = None, en
     model = cfg["model"]["init_args"]
     model["text"]["init_args"]["cache_dir"] = str(tmp_path / "text_cache")
     if encoder is not None:
-        model["text"]["init_args"]["encoder"] = encoder
+        model["text"]["init_args"]["model_name_or_path"] = encoder
     if vision is not None:
         model["vision"]["init_args"]["model_name"] = vision
     if image_size is not None:

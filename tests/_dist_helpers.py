@@ -79,7 +79,7 @@ def clip_config(tmp: Path, llama: Path, manifest: Path, max_steps: int, tag: str
     with a ModelCheckpoint into ``tmp/ckpt`` and a :class:`TrainableDump` tagged ``tag``; returns its path."""
     import yaml
 
-    text_args = {"encoder": str(llama), "use_cache": False, "max_length": 64, "lora": LORA, **(text or {})}
+    text_args = {"model_name_or_path": str(llama), "use_cache": False, "max_length": 64, "lora": LORA, **(text or {})}
     config = {
         "seed_everything": 0,
         "trainer": {"max_steps": max_steps, "limit_val_batches": 1, "logger": False,
@@ -113,7 +113,7 @@ def llm2vec_config(tmp: Path, llama: Path, manifest: Path, max_steps: int, tag: 
     import yaml
 
     args = {"model_name_or_path": str(llama), "stage": "SUPERVISED", "lora": LORA, "max_length": 64,
-            "learning_rate": 1e-3, **model}
+            "lr": 1e-3, **model}
     config = {"seed_everything": 0,
               "trainer": {"max_steps": max_steps, "use_distributed_sampler": False, "limit_val_batches": 1,
                           "logger": False, "enable_progress_bar": False, "enable_checkpointing": False,

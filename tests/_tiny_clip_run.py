@@ -36,7 +36,7 @@ def train_tiny_clip(tmp: Path, manifest: Path, max_steps: int = 3) -> TinyRun:
                                            "init_args": {"model_name": "test_resnet", "in_chans": 1,
                                                          "image_size": 32}},
                                 "text": {"class_path": "cxr.models.text.tower.TextTower",
-                                         "init_args": {"encoder": str(text_dir), "use_cache": False,
+                                         "init_args": {"model_name_or_path": str(text_dir), "use_cache": False,
                                                        "max_length": 64}},
                                 "embed_dim": 16, "lr": 1e-3, "layer_decay": 1.0}},
         "data": {"class_path": "cxr.data.datamodule.CXRDataModule",

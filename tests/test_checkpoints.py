@@ -120,7 +120,7 @@ def _tiny_config(tmp_path: Path, manifest: Path) -> Path:
                                            "init_args": {"model_name": "test_resnet", "in_chans": 1,
                                                          "image_size": 32}},
                                 "text": {"class_path": "cxr.models.text.tower.TextTower",
-                                         "init_args": {"encoder": str(tmp_path / "tiny_llama"),
+                                         "init_args": {"model_name_or_path": str(tmp_path / "tiny_llama"),
                                                        "use_cache": False, "max_length": 32}},
                                 "embed_dim": 8}},
         "data": {"class_path": "cxr.data.datamodule.CXRDataModule",

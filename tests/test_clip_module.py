@@ -106,6 +106,28 @@ def _trainer(tmp_path, **kw) -> Trainer:
                    enable_model_summary=False, default_root_dir=str(tmp_path), **kw)
 
 
+def test_hyperparameters_rebuild_both_towers_without_the_cli(minilm_free_encoder, tmp_path) -> None:
+    module = _module(minilm_free_encoder, None, head_init_std=2.0)
+    hp = dict(module.hparams)
+    assert hp["vision"]["class_path"] == "cxr.models.vision.VisionTower"
+    assert hp["text"]["init_args"]["model_name_or_path"] == str(minilm_free_encoder)
+    torch.save(hp, tmp_path / "hp.pt")  # plain values only: loadable with weights_only=True
+    rebuilt = CLIPAlignModule(**torch.load(tmp_path / "hp.pt", weights_only=True))
+    assert (rebuilt.vision.model_name, rebuilt.vision.image_size, rebuilt.vision.in_chans) == ("resnet18", 32, 1)
+    assert rebuilt.text.model_name_or_path == str(minilm_free_encoder) and rebuilt.hparams.head_init_std == 2.0
+    rebuilt.load_state_dict(module.state_dict())
+    images = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval().encode_images(images), module.eval().encode_images(images))
+
+
+def test_towers_from_other_packages_are_not_rebuilt() -> None:
+    from cxr.models.init_record import build_from_record
+
+    with pytest.raises(ValueError, match="only cxr classes"):
+        build_from_record({"class_path": "os.system", "init_args": {}}, VisionTower)
+
+
 def test_unknown_vision_model_fails_at_construction() -> None:
     with pytest.raises(ValueError, match="close matches: .*resnet18"):
         VisionTower("resnet181")

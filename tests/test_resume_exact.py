@@ -77,7 +77,7 @@ def test_clip_kill9_mid_epoch_resume_is_bit_identical(tmp_path: Path, synthetic_
                                                "init_args": {"model_name": "test_resnet", "in_chans": 1,
                                                              "image_size": 32}},
                                     "text": {"class_path": "cxr.models.text.tower.TextTower",
-                                             "init_args": {"encoder": str(text_dir), "use_cache": False,
+                                             "init_args": {"model_name_or_path": str(text_dir), "use_cache": False,
                                                            "max_length": 48}},
                                     "embed_dim": 16, "lr": 1e-3, "layer_decay": 1.0}},
             "data": {"class_path": "cxr.data.datamodule.CXRDataModule",

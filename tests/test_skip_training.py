@@ -61,7 +61,7 @@ def test_fit_with_skip_over_every_image_defect_finishes(tmp_path: Path) -> None:
                                            "init_args": {"model_name": "test_resnet", "in_chans": 1,
                                                          "image_size": 32}},
                                 "text": {"class_path": "cxr.models.text.tower.TextTower",
-                                         "init_args": {"encoder": str(text_dir), "use_cache": False,
+                                         "init_args": {"model_name_or_path": str(text_dir), "use_cache": False,
                                                        "max_length": 32}},
                                 "embed_dim": 8}},
         "data": {"class_path": "cxr.data.datamodule.CXRDataModule",

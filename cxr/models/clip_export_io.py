@@ -48,7 +48,7 @@ def export_clip_folder(module, out_dir: str | Path, include_text_encoder: bool =
     cfg = {"format_version": FORMAT_VERSION,
            "vision": {"model_name": v.model_name, "in_chans": v.in_chans, "image_size": v.image_size},
            "vision_dir": VISION_DIR, "embed_dim": int(module.image_proj.out_features),
-           "text": {"encoder": t.encoder_name, "adapter": t.adapter_kind.value, "adapter_blocks": t.adapter_blocks,
+           "text": {"encoder": t.model_name_or_path, "adapter": t.adapter_kind.value, "adapter_blocks": t.adapter_blocks,
                     "embedding_dim": t.embedding_dim, "instruction": t.instruction, "max_length": t.max_length,
                     "torch_dtype": t.torch_dtype, "exported_dir": TEXT_DIR if include_text_encoder else None},
            "loss": {"normalize": module.loss_config.normalize, "exp_scale": module.loss_config.exp_scale},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -22,7 +21,8 @@ from cxr.losses.clip import (
 )
 from cxr.metrics.retrieval import ImageTextRetrieval
 from cxr.models.grad_cache import check_micro_batches, check_strategy, grad_cache_step, split_evenly
-from cxr.models.optim import clip_param_groups
+from cxr.models.init_record import build_from_record
+from cxr.models.optim import ScheduleKind, adamw_with_schedule, clip_param_groups
 from cxr.models.sync_bn import count_batchnorm, sync_batchnorm
 from cxr.models.text.tower import TextTower
 from cxr.models.vision import VisionTower
@@ -40,21 +40,6 @@ class EmbeddingBatch:
     labels: torch.Tensor
     sources: list[str]
     texts: list[str]
-
-
-def warmup_cosine(step: int, warmup_steps: int, total_steps: int, min_ratio: float = 0.0) -> float:
-    """LR multiplier: linear warm-up then cosine to ``min_ratio`` (EVA-CLIP ``warmup_cosine_lr``)."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    span = max(1, total_steps - warmup_steps)
-    progress = min(1.0, (step - warmup_steps) / span)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def _under_cli() -> bool:
-    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-
-    return _given_hyperparameters.get() is not None
 
 
 class CLIPAlignModule(LightningModule):
@@ -109,10 +94,12 @@ class CLIPAlignModule(LightningModule):
         sync_batchnorm: bool = True,
     ) -> None:
         super().__init__()
-        if _under_cli():
-            self.save_hyperparameters()  # the CLI's config (class paths) rebuilds the towers on load
-        else:
-            self.save_hyperparameters(ignore=["vision", "text"])
+        # The towers are modules (their weights live in the state dict); what rebuilds them is their
+        # constructor record, stored instead, so load_from_checkpoint works for CLI- and Python-built modules.
+        vision = build_from_record(vision, VisionTower) if isinstance(vision, dict) else vision
+        text = build_from_record(text, TextTower) if isinstance(text, dict) else text
+        self.save_hyperparameters(ignore=["vision", "text"])
+        self.hparams.update(vision=vision.init_record, text=text.init_record)
         self.vision = vision
         self.text = text
         self.loss_config = loss or ClipLossConfig()
@@ -253,12 +240,10 @@ class CLIPAlignModule(LightningModule):
         scalars = [self.logit_scale] + ([self.logit_bias] if self.logit_bias is not None else [])
         groups = clip_param_groups(self.vision.backbone, heads, scalars, hp.weight_decay, hp.layer_decay,
                                    text_lr_scale=hp.text_lr_scale, text_heads=("text_adapter", "text_lora"))
-        opt = torch.optim.AdamW([g.as_dict(hp.lr) for g in groups], lr=hp.lr, betas=tuple(hp.betas),
-                                eps=hp.eps)
         total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: warmup_cosine(step, hp.warmup_steps, total, hp.min_lr_ratio))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_with_schedule([g.as_dict(hp.lr) for g in groups], lr=hp.lr, weight_decay=hp.weight_decay,
+                                   warmup_steps=hp.warmup_steps, total_steps=total, kind=ScheduleKind.COSINE,
+                                   min_ratio=hp.min_lr_ratio, betas=tuple(hp.betas), eps=hp.eps)
 
     # ----------------------------------------------------------------------------------- checkpoints
     def trainable_state_keys(self) -> set[str]:

@@ -40,7 +40,7 @@ def preprocessing_of(module) -> tuple[TransformConfig, str]:
 def text_settings_of(text_tower) -> dict:
     """The text tower's encoding settings (instruction rule, encoder, limits) as JSON-ready values."""
     pooling = getattr(text_tower, "pooling", None)
-    return {"encoder": text_tower.encoder_name, "instruction": text_tower.instruction,
+    return {"encoder": text_tower.model_name_or_path, "instruction": text_tower.instruction,
             "max_length": text_tower.max_length, "pooling": getattr(pooling, "value", pooling),
             "torch_dtype": text_tower.torch_dtype, "embedding_dim": int(text_tower.embedding_dim)}
 

@@ -27,6 +27,7 @@ from cxr.losses.info_nce import DEFAULT_SCALE, hard_negative_logits, in_batch_ac
 from cxr.losses.mntp import mntp_loss, mntp_mask
 from cxr.metrics.ranking import positives_from_ids, retrieval_ranks, summarize_ranks
 from cxr.models.grad_cache import check_micro_batches, check_strategy, grad_cache_step, split_evenly
+from cxr.models.optim import ScheduleKind, adamw_with_schedule
 from cxr.models.text.encoder import TextEncoder, TokenizedText
 from cxr.models.text.export import export_text_encoder
 from cxr.models.text.lora import LoraSettings
@@ -100,8 +101,8 @@ class LLM2VecModule(L.LightningModule):
         trust_remote_code: passed to transformers.
         loss_scale: cosine scale of the contrastive loss (authors: 50, i.e. temperature 0.02).
         mask_probability: MNTP fraction of text tokens replaced by the mask token.
-        learning_rate, weight_decay: AdamW settings.
-        warmup_steps: linear warm-up steps, then constant.
+        lr, weight_decay: AdamW settings (the same names as ``CLIPAlignModule``).
+        warmup_steps: linear warm-up steps, then constant (:func:`cxr.models.optim.warmup_schedule`).
         export_dir: where rank 0 writes the adapted encoder at fit end (None: no export).
         export_merge_lora: merge LoRA into the exported weights (else save base + adapter).
         micro_batches: supervised stage only: feature accumulation (GradCache, :mod:`cxr.models.grad_cache`),
@@ -115,7 +116,7 @@ class LLM2VecModule(L.LightningModule):
                  gradient_checkpointing: bool = False, torch_dtype: str | None = None,
                  attn_implementation: str | None = None, init_pooling: bool = False,
                  trust_remote_code: bool = False, loss_scale: float = DEFAULT_SCALE, mask_probability: float = 0.2,
-                 learning_rate: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 0,
+                 lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 0,
                  export_dir: str | None = None, export_merge_lora: bool = True, micro_batches: int = 1) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -135,7 +136,7 @@ class LLM2VecModule(L.LightningModule):
         self.trust_remote_code = trust_remote_code
         self.loss_scale = float(loss_scale)
         self.mask_probability = float(mask_probability)
-        self.learning_rate = float(learning_rate)
+        self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.warmup_steps = int(warmup_steps)
         self.export_dir = export_dir
@@ -260,12 +261,9 @@ class LLM2VecModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError("no trainable parameters (frozen encoder without LoRA?)")
-        opt = torch.optim.AdamW(params, lr=self.learning_rate, weight_decay=self.weight_decay)
-        warmup = int(self.warmup_steps)
-        if warmup <= 0:
-            return opt
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warmup))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        # constant after the warm-up: the run length does not enter the schedule
+        return adamw_with_schedule(params, lr=self.lr, weight_decay=self.weight_decay, warmup_steps=self.warmup_steps,
+                                   total_steps=0, kind=ScheduleKind.CONSTANT)
 
     # ------------------------------------------------------------------ export
     def on_fit_end(self) -> None:

@@ -1,10 +1,53 @@
-"""Optimiser parameter groups: layer-wise lr decay on the vision backbone, no decay on norms/biases/scale."""
+"""The optimiser and lr schedule of both LightningModules, and the CLIP module's parameter groups.
+
+Groups: layer-wise lr decay on the vision backbone, no decay on norms/biases/scale. Schedule: one rule,
+linear warm-up then either cosine to a floor (``cosine``, EVA-CLIP's ``warmup_cosine_lr``) or constant
+(``constant``, LLM2Vec's supervised stage), stepped every optimiser step.
+"""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 
+import torch
 from torch import nn
+
+
+class ScheduleKind(str, Enum):
+    """What the lr does after the warm-up."""
+
+    COSINE = "cosine"
+    CONSTANT = "constant"
+
+
+def warmup_schedule(step: int, warmup_steps: int, total_steps: int, kind: ScheduleKind = ScheduleKind.COSINE,
+                    min_ratio: float = 0.0) -> float:
+    """LR multiplier at ``step``: linear warm-up ``(step + 1) / warmup_steps``, then cosine to ``min_ratio`` over
+    the remaining ``total_steps`` or constant 1."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if kind is ScheduleKind.CONSTANT:
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / span)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def adamw_with_schedule(params: Iterable, lr: float, weight_decay: float, warmup_steps: int, total_steps: int,
+                        kind: ScheduleKind = ScheduleKind.COSINE, min_ratio: float = 0.0,
+                        betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> dict:
+    """AdamW plus :func:`warmup_schedule` as Lightning's ``configure_optimizers`` dict (stepped per step).
+
+    ``params`` are tensors or group dicts (a group's own ``lr``/``weight_decay`` win over the defaults).
+    """
+    kind = ScheduleKind(kind)
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), eps=eps)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: warmup_schedule(step, warmup_steps, total_steps, kind, min_ratio))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 @dataclass

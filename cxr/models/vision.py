@@ -9,6 +9,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from cxr.models.init_record import init_record
+
 
 def check_timm_model_name(model_name: str) -> None:
     """Raise ``ValueError`` listing close matches when timm does not know ``model_name``."""
@@ -78,7 +80,8 @@ class VisionTower(nn.Module):
         model_kwargs: dict | None = None,
     ) -> None:
         super().__init__()
-
+        #: how to build this tower again (stored in the CLIP module's hyper-parameters)
+        self.init_record = init_record(self, locals())
         check_timm_model_name(model_name)
         if in_chans not in (1, 3):
             raise ValueError(f"in_chans must be 1 or 3, got {in_chans}")

@@ -168,7 +168,7 @@ def build_hparams(sd: dict[str, torch.Tensor], parts: TextParts, options: Import
         lora = {"r": parts.rank, "alpha": options.lora_alpha or 2 * parts.rank, "dropout": options.lora_dropout,
                 "target_modules": parts.targets, "adapter_name": options.adapter_name}
     latent = any(k.startswith("text.encoder.latent_pooling.") for k in parts.frozen)
-    text_args = {"encoder": str(Path(options.text_encoder).resolve()), "max_length": options.max_length,
+    text_args = {"model_name_or_path": str(Path(options.text_encoder).resolve()), "max_length": options.max_length,
                  "pooling": "LATENT_ATTENTION" if latent else None, "torch_dtype": options.torch_dtype,
                  "adapter": "LN_LINEAR", "lora": lora, "use_cache": False, "instruction": "auto",
                  "embedding_dim": int(sd["text.projection.1.weight"].shape[1])}

