@@ -224,3 +224,14 @@ def test_inject_error_prefers_finding_categories():
     only = inject_error(text, R(0), kinds=[ErrorKind.SEVERITY_CHANGE])
     assert only.kind is ErrorKind.SEVERITY_CHANGE and only.text.startswith("ETT in standard position. Large")
     assert inject_error("Lungs are clear.", R(0)).kind is ErrorKind.ADD_DEVICE
+
+
+def test_added_sentences_respect_the_findings_as_context():
+    findings = "Endotracheal tube terminates 4 cm above the carina. Small left pleural effusion."
+    for s in range(20):
+        added = add_medical_device("No acute process.", R(s), context=findings)
+        assert added.edit.added.subject != "endotracheal tube"
+        opposite = add_opposite_sentence("No acute process.", R(s), context=findings)
+        assert opposite.edit.added.subject != "Pleural Effusion"
+    with_context = applicable_errors("No acute process.", R(0), context=findings)
+    assert {e.kind for e in with_context} == {ErrorKind.ADD_OPPOSITE_SENTENCE, ErrorKind.ADD_DEVICE}

@@ -93,7 +93,7 @@ def error_items(records: Sequence[StudyRecord], seed: int = 0, num_wrong: int = 
             continue
         wrong: list[str] = []
         for _ in range(10 * num_wrong):
-            err = inject_error(r.report.impression, rng)
+            err = inject_error(r.report.impression, rng, context=r.report.findings)
             if err and err.text != r.report.impression and err.text not in wrong:
                 wrong.append(err.text)
             if len(wrong) == num_wrong:

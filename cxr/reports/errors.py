@@ -487,9 +487,13 @@ def assertion(fact: Fact) -> str:
     return capitalize_first(f"{where + ' ' if where else ''}{noun} is present.")
 
 
-def add_opposite_sentence(text: str, rng: random.Random) -> InjectedError | None:
+def add_opposite_sentence(text: str, rng: random.Random, context: str | None = None) -> InjectedError | None:
     """Append to a finding's section a sentence contradicting it ("No left pleural effusion." after "Small left
-    pleural effusion."; "Pneumothorax is present." after "No pneumothorax." or a normal-study statement)."""
+    pleural effusion."; "Pneumothorax is present." after "No pneumothorax." or a normal-study statement).
+
+    ``context`` (the findings, when ``text`` is their impression): a normal-study statement is contradicted only
+    with a finding the context does not state as present, so the added sentence stays an error.
+    """
     def keep(s: _Site) -> bool:
         return not s.fact.is_device and (s.fact.subject in _NOUN or s.fact.subject == NO_FINDING)
 
@@ -499,7 +503,11 @@ def add_opposite_sentence(text: str, rng: random.Random) -> InjectedError | None
     site = rng.choice(sites)
     fact = site.fact
     if fact.subject == NO_FINDING:
-        added = Fact(rng.choice(_ACUTE))
+        stated = _present_subjects(context)
+        choices = [a for a in _ACUTE if a not in stated]
+        if not choices:
+            return None
+        added = Fact(rng.choice(choices))
         line = assertion(added)
     elif fact.presence is Presence.NEGATIVE:
         added = Fact(fact.subject, laterality=fact.laterality, location=fact.location)
@@ -534,12 +542,13 @@ DEVICE_LINES: dict[str, tuple[str, Fact]] = {
 }
 
 
-def add_medical_device(text: str, rng: random.Random) -> InjectedError | None:
-    """Append a device line for a device the report does not mention (to its last section)."""
+def add_medical_device(text: str, rng: random.Random, context: str | None = None) -> InjectedError | None:
+    """Append a device line for a device neither the report nor ``context`` (its findings) mentions."""
     sections = parse_sections(text)
     if not sections:
         return None
     present = {f.subject for sec in sections for s in sec.sentences for f in parse_sentence(s).facts}
+    present |= _present_subjects(context)
     missing = [d for d in DEVICE_LINES if d not in present]
     if not missing:
         return None
@@ -637,21 +646,39 @@ ERROR_FUNCTIONS: dict[ErrorKind, Callable[[str, random.Random], InjectedError | 
 }
 
 
-def applicable_errors(text: str, rng: random.Random,
-                      kinds: Sequence[ErrorKind] | None = None) -> list[InjectedError]:
-    """Every requested error kind that applies to ``text`` (one corrupted text per kind)."""
+_USES_CONTEXT = frozenset({ErrorKind.ADD_OPPOSITE_SENTENCE, ErrorKind.ADD_DEVICE})
+
+
+def _present_subjects(context: str | None) -> set[str]:
+    """Subjects (findings and devices) that ``context`` states as present or possible."""
+    if not context:
+        return set()
+    return {f.subject for sec in parse_sections(context) for s in sec.sentences for f in parse_sentence(s).facts
+            if f.presence is not Presence.NEGATIVE}
+
+
+def applicable_errors(text: str, rng: random.Random, kinds: Sequence[ErrorKind] | None = None,
+                      context: str | None = None) -> list[InjectedError]:
+    """Every requested error kind that applies to ``text`` (one corrupted text per kind).
+
+    ``context`` is the text the errors must contradict when it is not ``text`` itself (the findings, when
+    corrupting their impression): an added device or finding must not be one the context states.
+    """
     out = []
     for kind in kinds or list(ERROR_FUNCTIONS):
-        result = ERROR_FUNCTIONS[kind](text, rng)
+        inject = ERROR_FUNCTIONS[kind]
+        result = inject(text, rng, context=context) if kind in _USES_CONTEXT else inject(text, rng)
         if result is not None and result.text != text:
             out.append(result)
     return out
 
 
-def inject_error(text: str, rng: random.Random, kinds: Sequence[ErrorKind] | None = None) -> InjectedError | None:
+def inject_error(text: str, rng: random.Random, kinds: Sequence[ErrorKind] | None = None,
+                 context: str | None = None) -> InjectedError | None:
     """One error of a randomly chosen applicable kind, preferring :data:`PREFERRED_KINDS` (categories 1-6);
-    the device categories 7-9 only when none of those applies. None when no kind applies."""
-    options = applicable_errors(text, rng, kinds)
+    the device categories 7-9 only when none of those applies. None when no kind applies. ``context``: see
+    :func:`applicable_errors`."""
+    options = applicable_errors(text, rng, kinds, context)
     preferred = [e for e in options if e.kind in PREFERRED_KINDS]
     pool = preferred or options
     return rng.choice(pool) if pool else None

@@ -124,14 +124,15 @@ def pairs_for_study(record: StudyRecord, rng: random.Random, options: PairBuildO
     except ValueError:
         return out  # no text at all: nothing to pair (callers count these)
 
-    def negative_for(text: str) -> str | None:
+    def negative_for(text: str, context: str | None = None) -> str | None:
         if not options.hard_negatives:
             return None
-        err = inject_error(text, rng)
+        err = inject_error(text, rng, context=context)
         return err.text if err else None
 
     if PairTask.SUMMARIZE in options.tasks and findings and impression:
-        out.append(PairRecord(findings, impression, negative_for(impression), PairTask.SUMMARIZE))
+        # the corrupted impression must contradict the findings (no device or finding the findings state)
+        out.append(PairRecord(findings, impression, negative_for(impression, findings), PairTask.SUMMARIZE))
     if PairTask.VARIANT in options.tasks and options.variants_per_report > 0:
         variants = make_variants(report, rng, options.variant_kinds)
         rng.shuffle(variants)
