@@ -38,6 +38,16 @@ def test_retrieval_benchmark_exact_values_and_duplicate_answers():
     assert out["mean_rank"] == pytest.approx(5 / 3)
 
 
+def test_retrieval_benchmark_answer_key_counts_equivalent_answers():
+    items = [RetrievalItem("", "q1", "a1"), RetrievalItem("", "q2", "a2")]
+    enc = _table_encoder({"q1": [0, 1, 0], "q2": [0, 1, 0], "a1": [1, 0, 0], "a2": [0, 1, 0]})
+    # by text id: q1's answer a1 ranks 2nd behind a2
+    assert retrieval_benchmark(enc, items, ks=(1,))["R@1"] == pytest.approx(0.5)
+    # a key that makes a1 and a2 the same answer (e.g. the same stated facts): a2 is a hit for q1
+    same = retrieval_benchmark(enc, items, ks=(1,), answer_key=lambda text: 0)
+    assert same["R@1"] == 1.0
+
+
 def test_choice_benchmark_strict_tie_aware_margin():
     items = [ChoiceItem("", "q", ("c0", "c1", "c2", "c3"), correct=0),
              ChoiceItem("", "p", ("d0", "d1", "d2", "d3"), correct=2)]

@@ -149,16 +149,20 @@ def _inputs(instruction: str, texts: Sequence[str]) -> list:
 
 
 def retrieval_benchmark(encode: EncodeFn, items: Sequence[RetrievalItem], ks: Sequence[int] = (1, 5, 10),
-                        chunk_size: int = 4096) -> dict[str, float]:
-    """Recall@K (hit rate), mean/median rank of each query's answer among the unique answers."""
+                        chunk_size: int = 4096, answer_key: Callable[[str], int] = stable_id) -> dict[str, float]:
+    """Recall@K (hit rate), mean/median rank of each query's answer among the unique answers.
+
+    A candidate counts as correct when its ``answer_key`` equals the answer's: by default the text's id (an
+    identical text is correct); a key of the stated facts makes every clinically identical answer correct.
+    """
     if not items:
         raise ValueError("retrieval benchmark has no items")
     bank = list(dict.fromkeys(it.answer for it in items))
     queries = [(it.instruction, it.query) if it.instruction else it.query for it in items]
     q = F.normalize(encode(queries).float(), dim=-1)
     c = F.normalize(encode(bank).float(), dim=-1)
-    q_ids = torch.tensor([stable_id(it.answer) for it in items])
-    c_ids = torch.tensor([stable_id(a) for a in bank])
+    q_ids = torch.tensor([answer_key(it.answer) for it in items])
+    c_ids = torch.tensor([answer_key(a) for a in bank])
     s = summarize_ranks(retrieval_ranks(q, c, positives_from_ids((q_ids, c_ids)), chunk_size).ranks, ks)
     out = {f"R@{k}": v for k, v in s.recall_at_k.items()}
     out.update(mean_rank=s.mean_rank, median_rank=s.median_rank, num_queries=float(s.num_queries),
