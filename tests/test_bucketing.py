@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 from _data_writers import write_manifest
+from torch.utils.data import DistributedSampler
 
 from cxr.data.bucketing import LengthBucketedSampler, LengthBucketing, padding_fraction
 from cxr.data.datamodule import CXRDataModule
-from cxr.data.sampling import SeededSampler
+from cxr.data.sampling import RankShard, SeededSampler
 from cxr.data.sources import CsvManifestSource
 
 LENGTHS = [(7 * i * i + 3 * i) % 97 + 5 for i in range(200)]  # a spread of 5..101 "tokens"
@@ -47,19 +48,66 @@ def test_short_last_batch_stays_last() -> None:
     assert sorted(LENGTHS[k.index] for k in tail_window[8:]) == [LENGTHS[k.index] for k in tail_window[8:]]
 
 
-def test_each_rank_gets_one_bucket_under_the_distributed_wrapper() -> None:
-    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
-
+def test_each_rank_gets_one_bucket_under_ddp() -> None:
     per_rank = []
     for rank in (0, 1):
         sampler = LengthBucketedSampler(SeededSampler(200, seed=1), LENGTHS, global_batch=2 * 8, window_batches=4)
-        wrapped = DistributedSamplerWrapper(sampler, num_replicas=2, rank=rank, shuffle=False)
-        wrapped.set_epoch(0)
-        per_rank.append(list(wrapped))
+        shard = RankShard(sampler, num_replicas=2, rank=rank)
+        shard.set_epoch(0)
+        per_rank.append(list(shard))
     plain = padding_fraction(_batches(list(SeededSampler(200, seed=1)), 8))
     for keys in per_rank:  # a rank's local batch of 8 = every other draw of one sorted global batch of 16
         assert padding_fraction(_batches(keys, 8)) < plain / 2
     assert Counter(per_rank[0] + per_rank[1]) == Counter(SeededSampler(200, seed=1))
+
+
+def test_lightning_training_wrapper_would_undo_the_buckets() -> None:
+    """Why RankShard exists: for training Lightning always wraps a plain sampler with ``shuffle=True``."""
+    from lightning.fabric.utilities.distributed import DistributedSamplerWrapper
+
+    sampler = LengthBucketedSampler(SeededSampler(200, seed=1), LENGTHS, global_batch=2 * 8, window_batches=4)
+    wrapped = list(DistributedSamplerWrapper(sampler, num_replicas=2, rank=0, shuffle=True))
+    plain = padding_fraction(_batches(list(SeededSampler(200, seed=1)), 8))
+    assert padding_fraction(_batches(wrapped, 8)) > 0.75 * plain
+
+
+@pytest.mark.parametrize("world", [2, 3, 4])
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_rank_shards_form_the_one_process_batches(world: int, bucketed: bool) -> None:
+    """Global batch k of W ranks x b = batch k of one process with batch W*b, every epoch, for any W."""
+    def base():
+        plain = SeededSampler(197, seed=5)
+        return LengthBucketedSampler(plain, LENGTHS, global_batch=world * 4, window_batches=3) if bucketed else plain
+
+    b = 4
+    one, shards = base(), [RankShard(base(), world, r) for r in range(world)]
+    assert all(isinstance(s, DistributedSampler) for s in shards)  # so Lightning does not wrap it again
+    for epoch in range(2):
+        for s in shards:
+            s.set_epoch(epoch)
+        one.set_epoch(epoch)
+        single = list(one)
+        local = [list(s) for s in shards]
+        assert len({len(keys) for keys in local}) == 1 and len(local[0]) == 197 // world
+        for k in range(len(local[0]) // b):
+            together = [key for keys in local for key in keys[k * b:(k + 1) * b]]
+            assert Counter(together) == Counter(single[k * world * b:(k + 1) * world * b])
+
+
+@pytest.mark.parametrize("bucketed", [False, True])
+def test_rank_shard_resumes_mid_epoch_exactly(bucketed: bool) -> None:
+    def shard(rank: int) -> RankShard:
+        plain = SeededSampler(100, seed=2)
+        return RankShard(LengthBucketedSampler(plain, LENGTHS, global_batch=8) if bucketed else plain, 2, rank)
+
+    for rank in (0, 1):
+        full = shard(rank)
+        full.set_epoch(3)
+        whole = list(full)
+        resumed = shard(rank)
+        resumed.start_at(3, 12)  # 12 of this rank's draws were trained on
+        assert list(resumed) == whole[12:]
+        assert resumed.epoch == 4  # the next pass continues with the following epoch
 
 
 def _manifest(tmp_path: Path, n: int = 40) -> CsvManifestSource:

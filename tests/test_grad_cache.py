@@ -275,3 +275,8 @@ def test_ddp_two_processes_with_micro_batches_equal_one_process_full_batch(tmp_p
     assert any("lora_" in n for n in single["grads"])
     torch.testing.assert_close(ddp["loss"], single["loss"], **TOL)
     assert_grads_close(ddp["grads"], single["grads"])
+    # and the whole 2-step fit: the same global batches (RankShard), the same LoRA init (seeded), equal weights
+    end = {tag: torch.load(tmp_path / tag / "dump" / f"{tag}_end.pt", weights_only=True) for tag in runs}
+    assert end["ddp"].keys() == end["single"].keys()
+    worst = max((end["ddp"][k].double() - end["single"][k].double()).abs().max().item() for k in end["single"])
+    assert worst < 1e-4, f"2-process weights differ from 1 process by {worst:.2e}"

@@ -9,8 +9,9 @@ reorders the draws of the seeded training sampler so that each *global* batch ho
 * draws are taken in windows of ``window_batches`` global batches, sorted by text length inside the window and
   cut into global batches; the full batches of a window are shuffled (seeded), so the training order stays
   random at the scale of a window and lengths do not drift over the epoch;
-* a global batch is ``batch_size × world_size`` consecutive draws: Lightning's distributed wrapper deals them
-  out round-robin, so each rank's local batch comes from one length bucket.
+* a global batch is ``batch_size × world_size`` consecutive draws; under DDP
+  :class:`~cxr.data.sampling.RankShard` deals them out round-robin, so each rank's local batch comes from one
+  length bucket (Lightning's own distributed wrapper would re-shuffle the draws and undo the bucketing).
 
 Contrastive batches of similar-length reports are not otherwise special (length says little about the finding),
 but very short and very long reports stop meeting as negatives inside a window; ``window_batches`` bounds that.
@@ -78,6 +79,17 @@ class LengthBucketedSampler(Sampler[SampleKey]):
         self.global_batch = global_batch
         self.window_batches = window_batches
         self.seed = seed
+        self._offset = 0
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the next pass (the base sampler's)."""
+        return self.base.epoch
+
+    def start_at(self, epoch: int, offset: int) -> None:
+        """Make the next pass epoch ``epoch`` minus its first ``offset`` reordered draws (mid-epoch resume)."""
+        self.base.start_at(epoch, 0)  # the whole pass is drawn and reordered; the skip happens after
+        self._offset = int(offset)
 
     def set_epoch(self, epoch: int) -> None:
         self.base.set_epoch(epoch)
@@ -89,6 +101,7 @@ class LengthBucketedSampler(Sampler[SampleKey]):
         epoch = self.base.epoch  # read before the base advances it
         rng = random.Random(self.seed * 1_000_003 + epoch)
         draws = list(self.base)
+        skip, self._offset = self._offset, 0
         size = self.global_batch * self.window_batches
         for start in range(0, len(draws), size):
             window = sorted(draws[start:start + size], key=lambda key: self.length_of(key.index))
@@ -97,7 +110,11 @@ class LengthBucketedSampler(Sampler[SampleKey]):
             rng.shuffle(full)
             # a short last batch stays last: in the middle it would shift every later batch boundary
             for batch in full + [b for b in batches if len(b) < self.global_batch]:
-                yield from batch
+                for key in batch:
+                    if skip:
+                        skip -= 1
+                    else:
+                        yield key
 
 
 def padding_fraction(batches: Sequence[Sequence[int]]) -> float:

@@ -16,7 +16,7 @@ from cxr.data.dataset import ImageTextDataset, build_items, collate_samples
 from cxr.data.image_cache import CachedImageLoader
 from cxr.data.image_check import decode_all, default_cache_file
 from cxr.data.resumable import ResumableDataLoader
-from cxr.data.sampling import SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
+from cxr.data.sampling import RankShard, SamplingUnit, SeededSampler, ViewPolicy, mixing_weights
 from cxr.data.sources.base import DatasetSource
 from cxr.data.sources.tables import TableError
 from cxr.data.transforms import TransformConfig
@@ -302,6 +302,11 @@ class CXRDataModule(LightningDataModule):
                              f"({self.batch_size}); drop_last would leave nothing")
         if self.length_bucketing is not None:
             sampler = self._bucketed(dataset, sampler)
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            # this rank's draws of the shared seeded pass: global batches equal one process's batches (also for a
+            # 1-process DDP strategy, where Lightning would otherwise still insert its re-shuffling wrapper)
+            sampler = RankShard(sampler, trainer.world_size, trainer.global_rank)
         return self._loader(dataset, self.batch_size, sampler, drop_last=True)
 
     def _bucketed(self, dataset: ImageTextDataset, sampler: SeededSampler) -> LengthBucketedSampler:

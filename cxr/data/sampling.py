@@ -8,7 +8,7 @@ from enum import Enum
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 
 from cxr.records import ImageRef, StudyRecord, ViewPosition
 
@@ -120,3 +120,61 @@ def mixing_weights(source_of_item: Sequence[str], source_weights: dict[str, floa
         if mask.any():
             out[mask] = w / mask.sum()
     return out
+
+
+class RankShard(DistributedSampler):
+    """One rank's share of a seeded training sampler under DDP: draws ``rank, rank + world, ...`` of every pass.
+
+    Every rank iterates the same seeded draws (``base``), so global batch ``k`` (``batch_size × world`` consecutive
+    draws) holds exactly the samples of batch ``k`` of one process with a ``world``-times larger batch: a
+    multi-process run trains on the batches a single process would, and length bucketing's global batches stay
+    whole. Lightning would otherwise wrap the sampler in its ``DistributedSamplerWrapper``, which always
+    re-shuffles the draws for training (with its own seed), mixing global batches and buckets. Being a
+    ``DistributedSampler``, this shard is left in place by Lightning whatever ``use_distributed_sampler`` says.
+
+    The pass is cut to a multiple of ``world`` (every rank gets the same number of draws, as ``drop_last``).
+    ``set_epoch`` and mid-epoch ``start_at`` (offset in this rank's draws) are forwarded to ``base``.
+    """
+
+    def __init__(self, base: Sampler[SampleKey], num_replicas: int, rank: int) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        # no super().__init__: it would query the process group; these are the attributes it would set
+        self.base = base
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.shuffle = False
+        self.drop_last = True
+        self.num_samples = len(base) // self.num_replicas
+        self.total_size = self.num_samples * self.num_replicas
+        self.seed = int(getattr(base, "seed", 0))
+        self._skipped = 0
+
+    @property
+    def epoch(self) -> int:  # the epoch of the next pass, as the base sampler counts it
+        return int(getattr(self.base, "epoch", 0))
+
+    @epoch.setter
+    def epoch(self, value: int) -> None:  # DistributedSampler API; the base owns the epoch
+        if hasattr(self.base, "set_epoch"):
+            self.base.set_epoch(value)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def start_at(self, epoch: int, offset: int) -> None:
+        """Start the next pass at ``epoch`` after this rank's first ``offset`` draws (mid-epoch resume)."""
+        self.base.start_at(epoch, offset * self.num_replicas)
+        self._skipped = int(offset)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        mine, self._skipped = self._skipped, 0
+        for i, key in enumerate(self.base):
+            if mine == self.num_samples:
+                return
+            if i % self.num_replicas == self.rank:
+                mine += 1
+                yield key

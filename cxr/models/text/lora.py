@@ -21,6 +21,10 @@ class LoraSettings:
     dropout: float = 0.1
     target_modules: list[str] = field(default_factory=_default_targets)
     adapter_name: str = "llm2clip"
+    #: seed of the adapter's random initialisation (peft's Kaiming-uniform A matrices; B starts at zero). A fixed
+    #: seed makes the initial adapter independent of whatever drew random numbers before it was built (the DDP
+    #: set-up, data loading), so 1 and N processes, and a run and its rerun, start from the same adapter.
+    init_seed: int = 0
 
     def to_peft_config(self):
         """The equivalent ``peft.LoraConfig``."""
@@ -32,9 +36,13 @@ class LoraSettings:
 
 def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
     """Wrap ``model`` with a fresh LoRA adapter (peft); base weights become frozen, the adapter is active."""
+    import torch
     from peft import get_peft_model
 
-    return get_peft_model(model, settings.to_peft_config(), adapter_name=settings.adapter_name)
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):  # the caller's RNG streams continue as if nothing was drawn
+        torch.manual_seed(settings.init_seed)
+        return get_peft_model(model, settings.to_peft_config(), adapter_name=settings.adapter_name)
 
 
 def is_peft_model(model: nn.Module) -> bool:
