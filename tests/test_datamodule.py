@@ -103,6 +103,32 @@ def test_view_policy_and_eval_image(tmp_path: Path) -> None:
     assert dm.texts("test") == ["One.", "Two.", "Three."]
 
 
+def test_eval_unit_image_yields_every_eligible_image_preferred_view_first(tmp_path: Path) -> None:
+    """``eval_unit=image`` (what the image and paper retrieval protocols score): one sample per eligible
+    image, the study's deterministic evaluation image first, so the lowest sample index still stands for it."""
+    rows = [
+        {"study_id": "s1", "patient_id": "p1", "image_path": "i/1l.png;i/1ap.png;i/1pa.png",
+         "view": "LATERAL;AP;PA", "report": "One.", "split": "test"},
+        {"study_id": "s3", "patient_id": "p3", "image_path": "i/3ap.png;i/3l.png", "view": "AP;LL",
+         "report": "Three.", "split": "test"},
+    ]
+    src = CsvManifestSource("v", str(write_manifest(tmp_path, rows, write_images=False)))
+    for p in ("1l", "1ap", "1pa", "3ap", "3l"):
+        write_image(tmp_path / "i" / f"{p}.png")
+    names = {}
+    for unit, policy in (("image", "frontal"), ("image", "all"), ("study", "all")):
+        dm = make_dm(tmp_path, sources=[src], eval_unit=unit, view_policy=policy)
+        names[(unit, policy)] = [it.images[0].path.rsplit("/", 1)[1] for it in dm._dataset(Split.TEST).items]
+    assert names[("image", "frontal")] == ["1pa.png", "1ap.png", "3ap.png"]
+    assert names[("image", "all")] == ["1pa.png", "1ap.png", "1l.png", "3ap.png", "3l.png"]
+    assert names[("study", "all")] == ["1pa.png", "3ap.png"]
+    dm = make_dm(tmp_path, sources=[src], eval_unit="image")
+    dm.setup("test")
+    batch = next(iter(dm.test_dataloader()))
+    assert batch.sample_index.tolist() == [0, 1, 2] and batch.study_ids[0] == batch.study_ids[1]
+    assert batch.texts[0] == batch.texts[1] == "One." and batch.text_ids[0] == batch.text_ids[1]
+
+
 def test_study_sampling_draws_random_views(tmp_path: Path) -> None:
     rows = [{"study_id": "s", "patient_id": "p", "image_path": "i/a.png;i/b.png", "view": "PA;AP",
              "report": "Text.", "split": "train"}]

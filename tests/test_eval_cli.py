@@ -260,3 +260,44 @@ def test_eval_parser_reads_yaml_and_keeps_dashed_flags(tmp_path):
     args = build_parser().parse_args(["--config", str(config), "--data", "b=y.yaml", "--num-workers", "3"])
     assert args.data == ["a=x.yaml", "b=y.yaml"] and args.batch_size == 7 and args.num_workers == 3
     assert args.precision == "bf16-mixed" and args.device == "auto"
+
+
+@pytest.mark.slow
+def test_eval_cli_paper_protocol_scores_every_image_and_states_it(trained_checkpoint, tmp_path):
+    """``--protocol paper``: every image of a two-view study is a query and a candidate row (its report repeated),
+    the tables say which protocol made them, and the settings record that duplicates are not correct."""
+    from cxr.evaluation.cli import main
+
+    ckpt, _, _ = trained_checkpoint
+    rng = np.random.default_rng(5)
+    root = tmp_path / "views"
+    root.mkdir()
+    rows = []
+    for i in range(8):
+        for v in ("pa", "ap"):
+            Image.fromarray((rng.random((32, 32)) * 255).astype(np.uint8)).save(root / f"{i}{v}.png")
+        rows.append({"image_path": f"{i}pa.png;{i}ap.png", "view": "PA;AP", "study_id": f"s{i}",
+                     "patient_id": f"p{i}", "report": f"Report {i % 3}.", "split": "test"})
+    with open(root / "manifest.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    spec = tmp_path / "views.yaml"
+    spec.write_text(yaml.safe_dump({"class_path": "cxr.data.sources.CsvManifestSource", "init_args": {
+        "name": "views", "csv_path": str(root / "manifest.csv")}}))
+    counts = {}
+    for protocol in ("study", "paper"):
+        out = tmp_path / protocol
+        assert main(["--checkpoint", str(ckpt), "--out", str(out), "--data", f"V={spec}",
+                     "--protocol", protocol, "--no-dump"]) == 0
+        with open(out / "results.csv") as fh:
+            table = {r["direction"]: r for r in csv.DictReader(fh)}
+        assert {r["protocol"] for r in table.values()} == {protocol}
+        assert f"| V | i2t | {protocol} |" in (out / "results.md").read_text()
+        counts[protocol] = {d: (int(float(r["num_queries"])), int(float(r["num_candidates"])))
+                            for d, r in table.items()}
+        settings = _metrics(out)["settings"]
+        assert settings["eval_unit"] == ("image" if protocol == "paper" else "study")
+        assert settings["duplicate_texts_correct"] is (protocol == "study")
+    assert counts["study"] == {"i2t": (8, 8), "t2i": (8, 8)}
+    assert counts["paper"] == {"i2t": (16, 16), "t2i": (16, 16)}

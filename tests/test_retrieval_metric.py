@@ -194,3 +194,169 @@ def test_two_process_ddp_equals_single_process(tmp_path):
         assert got.keys() == {k for k in ref}
         for key, value in ref.items():
             assert got[key] == pytest.approx(value.item()), (rank, key)
+
+
+# --------------------------------------------------------------------------- tiled pass vs the previous one
+def _random_case(seed: int, quantised: bool):
+    g = torch.Generator().manual_seed(seed)
+    n, m = int(torch.randint(5, 90, (1,), generator=g)), int(torch.randint(5, 90, (1,), generator=g))
+    q, c = torch.randn(n, 6, generator=g), torch.randn(m, 6, generator=g)
+    if quantised:  # few distinct, exactly representable scores: many exact ties
+        q, c = (q * 2).round() / 2, (c * 2).round() / 2
+    pairs = [(torch.randint(0, 25, (n,), generator=g), torch.randint(0, 25, (m,), generator=g))]
+    if seed % 2:  # a second relation (like duplicate texts) with larger groups
+        pairs.append((torch.randint(0, 5, (n,), generator=g), torch.randint(0, 5, (m,), generator=g)))
+    return q, c, pairs
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("tie", ["pessimistic", "optimistic"])
+def test_tiled_pass_equals_previous_row_chunks_in_both_directions(seed, tie):
+    """Both directions of one tiled pass give the ranks of the previous per-direction row-chunk metric, for
+    tiles smaller than, around and larger than the cells, with exact ties and rows without positives."""
+    from cxr.metrics.ranking import bidirectional_ranks, row_chunk_ranks
+
+    q, c, pairs = _random_case(seed, quantised=seed % 4 == 0)
+    pos = positives_from_ids(*pairs)
+    pos_t = positives_from_ids(*[(b, a) for a, b in pairs])
+    old_rows = row_chunk_ranks(q, c, lambda s, e: pos(s, e), 11, tie, topk=4)  # a plain callable: old path
+    old_cols = row_chunk_ranks(c, q, lambda s, e: pos_t(s, e), 11, tie)
+    assert (old_rows.ranks == -1).any() or (old_cols.ranks == -1).any() or seed % 2  # some lines lack one
+    for tile in (5, 40, 64, 4096):
+        new = bidirectional_ranks(q, c, pos, tile_size=tile, tie_rule=tie, topk=4)
+        assert torch.equal(new.rows.ranks, old_rows.ranks), tile
+        assert torch.equal(new.cols.ranks, old_cols.ranks), tile
+        assert torch.allclose(new.rows.topk_scores, old_rows.topk_scores, atol=1e-6, rtol=0)
+        if seed % 4:  # no exact ties: the same candidates in the same order
+            assert torch.equal(new.rows.topk_indices, old_rows.topk_indices), tile
+        got = (q @ c.T).gather(1, new.rows.topk_indices)  # the indices point at those scores
+        assert torch.allclose(got, new.rows.topk_scores, atol=1e-6, rtol=0)
+
+
+def test_tiled_pass_brute_force_with_many_row_blocks_and_templates():
+    """Several row and column tiles, a permuted layout (template texts shared across the matrix) and top-k
+    merged across tiles: ranks and top-k equal a full-matrix brute force."""
+    from cxr.metrics.ranking import bidirectional_ranks
+
+    g = torch.Generator().manual_seed(4)
+    n = 400
+    img = F.normalize(torch.randn(n, 32, generator=g), dim=1)
+    txt = F.normalize(img + 0.8 * torch.randn(n, 32, generator=g), dim=1)
+    ids = torch.arange(n)
+    tids = ids + 10_000
+    tids[torch.rand(n, generator=g) < 0.1] = 3  # one template shared by ~40 reports, spread over the matrix
+    res = bidirectional_ranks(img, txt, positives_from_ids((ids, ids), (tids, tids)), tile_size=64, topk=10)
+    s = img @ txt.T
+    p = (tids[:, None] == tids[None, :]) | torch.eye(n, dtype=torch.bool)
+    assert torch.equal(res.rows.ranks, _bruteforce_hit_rank(s, p))
+    assert torch.equal(res.cols.ranks, _bruteforce_hit_rank(s.T, p.T))
+    assert torch.allclose(res.rows.topk_scores, s.topk(10, dim=1).values, atol=1e-6, rtol=0)
+    assert torch.equal(res.rows.topk_indices, s.topk(10, dim=1).indices)
+
+
+def test_tiled_pass_gathers_rows_like_an_explicit_copy():
+    from cxr.metrics.ranking import bidirectional_ranks
+
+    g = torch.Generator().manual_seed(2)
+    emb_q, emb_c = torch.randn(60, 8, generator=g), torch.randn(50, 8, generator=g)
+    q_rows, c_rows = torch.randperm(60, generator=g)[:40], torch.randperm(50, generator=g)[:30]
+    ids_q, ids_c = torch.randint(0, 12, (40,), generator=g), torch.randint(0, 12, (30,), generator=g)
+    pos = positives_from_ids((ids_q, ids_c))
+    a = bidirectional_ranks(emb_q, emb_c, pos, query_rows=q_rows, candidate_rows=c_rows, tile_size=16, topk=3)
+    b = bidirectional_ranks(emb_q[q_rows], emb_c[c_rows], pos, tile_size=16, topk=3)
+    for x, y in ((a.rows.ranks, b.rows.ranks), (a.cols.ranks, b.cols.ranks),
+                 (a.rows.topk_indices, b.rows.topk_indices)):
+        assert torch.equal(x, y)
+
+
+def test_non_finite_embeddings_are_rejected_with_the_row():
+    from cxr.metrics.ranking import bidirectional_ranks
+
+    q = torch.randn(5, 4)
+    q[3, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"query embeddings contain NaN or inf \(row 3\)"):
+        bidirectional_ranks(q, torch.randn(5, 4), positives_from_index(torch.arange(5), 5))
+
+
+def test_components_put_every_correct_pair_in_one_component():
+    g = torch.Generator().manual_seed(9)
+    t_q, t_c = torch.arange(80) + 100, torch.arange(70) + 100
+    t_q[::9], t_c[::11] = 7, 7  # a template shared by a few rows and columns
+    study_q, study_c = torch.randint(0, 150, (80,), generator=g), torch.randint(0, 150, (70,), generator=g)
+    pos = positives_from_ids((study_q, study_c), (t_q, t_c))
+    row_lab, col_lab = pos.components()
+    mask = pos(0, 80)
+    assert torch.equal(row_lab[:, None] == col_lab[None, :], (row_lab[:, None] == col_lab[None, :]) | mask)
+    assert row_lab.unique().numel() > 1  # not one trivial component
+
+
+@pytest.mark.parametrize("agree", [True, False])
+def test_identical_embeddings_tie_across_cells_and_tiles(agree, monkeypatch):
+    """A collapsed encoder (every embedding the same non-trivial vector) gets no credit under pessimistic
+    ties, although correct pairs are scored in cells and the rest in tiles; with a GEMM whose products
+    disagree (forced here) the pre-pass falls back to whole tiles and stays exact."""
+    import cxr.metrics.ranking as ranking
+
+    monkeypatch.setattr(ranking, "products_agree", lambda *a: agree)
+    v = torch.randn(1, 24, generator=torch.Generator().manual_seed(3))
+    q, c = v.expand(300, -1).contiguous(), v.expand(290, -1).contiguous()
+    pos = positives_from_index(torch.arange(300) % 290, 290)
+    res = ranking.bidirectional_ranks(q, c, pos, tile_size=128, topk=3)
+    assert torch.equal(res.rows.ranks, torch.full((300,), 289))
+    assert torch.equal(res.cols.ranks[:10], torch.full((10,), 299 - 1))  # columns 0..9 have two correct rows
+    opt = ranking.bidirectional_ranks(q, c, pos, tile_size=128, tie_rule="optimistic")
+    assert int(opt.rows.ranks.max()) == 0 and int(opt.cols.ranks.max()) == 0
+
+
+def test_top1_path_equals_argmax():
+    from cxr.metrics.ranking import bidirectional_ranks
+
+    g = torch.Generator().manual_seed(0)
+    q, c = torch.randn(300, 8, generator=g), torch.randn(280, 8, generator=g)
+    pos = positives_from_index(torch.arange(300) % 280, 280)
+    s = q @ c.T
+    for tile in (16, 64, 1024):
+        r = bidirectional_ranks(q, c, pos, topk=1, tile_size=tile)
+        assert torch.equal(r.rows.topk_indices[:, 0], s.argmax(1)), tile
+        assert torch.allclose(r.rows.topk_scores[:, 0], s.amax(1), atol=1e-6, rtol=0)
+
+
+# ------------------------------------------------------------------------------------------ paper protocol
+def _bruteforce_diagonal_ranks(scores: torch.Tensor, pessimistic: bool = True) -> tuple[torch.Tensor, ...]:
+    """The authors' protocol by brute force: row i's (column j's) only correct entry is (i, i) ((j, j));
+    rank = how many other entries of the row (column) score >= (pessimistic) or > it."""
+    diag = scores.diagonal()
+    if pessimistic:
+        return (scores >= diag[:, None]).sum(1) - 1, (scores >= diag[None, :]).sum(0) - 1
+    return (scores > diag[:, None]).sum(1), (scores > diag[None, :]).sum(0)
+
+
+@pytest.mark.parametrize("tie", ["pessimistic", "optimistic"])
+def test_paper_protocol_equals_bruteforce_diagonal(tie):
+    """Every image row against every row's report; a multi-view study repeats its report (identical
+    embeddings: exact ties with the row's own report), template reports repeat across studies."""
+    img, txt, study, text_ids = _world(90, per_study=3, dup_every=4, seed=5)
+    txt = txt[(torch.arange(90) // 3) * 3]  # the study's report at each of its image rows, bit for bit
+    m = ImageTextRetrieval(ks=(1, 5, 10), protocol="paper", tie_rule=tie, chunk_size=32)
+    m.update(img, txt, study, text_ids, torch.arange(90))
+    d = m.compute_details()
+    out = m.summarize(d)
+    s = F.normalize(img, dim=1) @ F.normalize(txt, dim=1).T
+    r_i2t, r_t2i = _bruteforce_diagonal_ranks(s, tie == "pessimistic")
+    assert torch.equal(d.i2t.ranks.ranks, r_i2t) and torch.equal(d.t2i.ranks.ranks, r_t2i)
+    for direction in ("i2t", "t2i"):
+        assert out[f"{direction}_num_queries"].item() == out[f"{direction}_num_candidates"].item() == 90
+    if tie == "pessimistic":  # the other two views' identical reports always tie with the own one
+        assert int(r_i2t.min()) >= 2 and out["i2t_R@1"].item() == 0.0
+    study_protocol = _metric_values(img, txt, study, text_ids)  # one image per study, duplicates correct
+    assert study_protocol["i2t_R@1"].item() > out["i2t_R@1"].item()
+
+
+def test_paper_protocol_drops_ddp_padding_and_ignores_duplicate_setting():
+    img, txt, study, text_ids = _world(40, per_study=2, dup_every=3, seed=8)
+    ref = _metric_values(img, txt, study, text_ids, protocol="paper")
+    m = ImageTextRetrieval(protocol="paper", duplicate_texts_correct=False)
+    order = torch.cat([torch.arange(0, 40, 2), torch.arange(1, 40, 2), torch.tensor([0, 1])])  # padded
+    m.update(img[order], txt[order], study[order], text_ids[order], order)
+    for key, value in m.compute().items():
+        assert value.item() == pytest.approx(ref[key].item()), key

@@ -68,6 +68,8 @@ class CXRDataModule(LightningDataModule):
             draw seeds, which the main process hands to the workers.
         view_policy: ``frontal`` (no laterals; unknown views kept) or ``all``.
         sampling: training unit: ``study`` (a random eligible view per draw) or ``image``.
+        eval_unit: validation/test/predict unit: ``study`` (one deterministic image per study) or ``image``
+            (every eligible image; what the ``image`` and ``paper`` retrieval protocols score).
         keep_lateral_only: keep lateral-only studies (using a lateral) instead of skipping them.
         tagged_sections: ``[FINDINGS]``/``[IMPRESSION]`` tags in texts.
         shuffle_prob: probability of a section-aware sentence shuffle per training draw.
@@ -105,6 +107,7 @@ class CXRDataModule(LightningDataModule):
         num_workers: int = 2,
         view_policy: ViewPolicy = ViewPolicy.FRONTAL,
         sampling: SamplingUnit = SamplingUnit.STUDY,
+        eval_unit: SamplingUnit = SamplingUnit.STUDY,
         keep_lateral_only: bool = False,
         tagged_sections: bool = True,
         shuffle_prob: float = 0.0,
@@ -150,6 +153,7 @@ class CXRDataModule(LightningDataModule):
         self.length_bucketing = length_bucketing
         self.view_policy = ViewPolicy(view_policy)
         self.sampling = SamplingUnit(sampling)
+        self.eval_unit = SamplingUnit(eval_unit)
         self.keep_lateral_only = keep_lateral_only
         self.tagged_sections = tagged_sections
         self.shuffle_prob = shuffle_prob
@@ -217,7 +221,8 @@ class CXRDataModule(LightningDataModule):
         if split not in self._datasets:
             records = self.load_records()[split]
             train = split is Split.TRAIN
-            items, no_image = build_items(records, train, self.view_policy, self.sampling, self.keep_lateral_only)
+            items, no_image = build_items(records, train, self.view_policy, self.sampling,
+                                          self.keep_lateral_only, SamplingUnit(self.eval_unit))
             if no_image:
                 log.info("%s: %d of %d studies have no image under view_policy=%s (left out)", split.value,
                          no_image, len(records), self.view_policy.value)

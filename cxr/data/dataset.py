@@ -12,7 +12,14 @@ import torch
 from torch.utils.data import Dataset
 
 from cxr.data.batch import ImageTextBatch
-from cxr.data.sampling import SampleKey, SamplingUnit, ViewPolicy, eligible_images, eval_image
+from cxr.data.sampling import (
+    SampleKey,
+    SamplingUnit,
+    ViewPolicy,
+    eligible_images,
+    eval_image,
+    eval_images_in_order,
+)
 from cxr.records import ImageRef, StudyRecord, stable_id
 from cxr.reports.compose import compose_report_text, text_id
 from cxr.reports.shuffle import shuffle_sentences
@@ -46,11 +53,13 @@ class Sample:
 
 
 def build_items(records: Sequence[StudyRecord], train: bool, view_policy: ViewPolicy, sampling: SamplingUnit,
-                keep_lateral_only: bool) -> tuple[list[DatasetItem], int]:
+                keep_lateral_only: bool, eval_unit: SamplingUnit = SamplingUnit.STUDY,
+                ) -> tuple[list[DatasetItem], int]:
     """Items for ``records`` and the number of studies left out for lack of an eligible image.
 
-    Evaluation always uses one deterministic image per study (:func:`eval_image`); training uses one item
-    per study (random eligible view per draw) or one per eligible image.
+    Evaluation uses one deterministic image per study (:func:`eval_image`), or with ``eval_unit=image`` one
+    item per eligible image (that image first); training uses one item per study (random eligible view per
+    draw) or one per eligible image.
     """
     items: list[DatasetItem] = []
     no_image = 0
@@ -59,7 +68,9 @@ def build_items(records: Sequence[StudyRecord], train: bool, view_policy: ViewPo
         if not images:
             no_image += 1
             continue
-        if not train:
+        if not train and SamplingUnit(eval_unit) is SamplingUnit.IMAGE:
+            items.extend(DatasetItem(i, (im,)) for im in eval_images_in_order(images))
+        elif not train:
             items.append(DatasetItem(i, (eval_image(images),)))
         elif SamplingUnit(sampling) is SamplingUnit.IMAGE:
             items.extend(DatasetItem(i, (im,)) for im in images)

@@ -21,7 +21,10 @@ class ViewPolicy(str, Enum):
 
 
 class SamplingUnit(str, Enum):
-    """Training unit: ``study`` (one sample per study, a random eligible view each epoch) or ``image``."""
+    """Training unit: ``study`` (one sample per study, a random eligible view each epoch) or ``image``.
+
+    As the evaluation unit: ``study`` (one deterministic image per study) or ``image`` (every eligible image,
+    the study's deterministic one first), which the ``image`` and ``paper`` retrieval protocols need."""
 
     STUDY = "study"
     IMAGE = "image"
@@ -46,9 +49,18 @@ def eligible_images(record: StudyRecord, policy: ViewPolicy, keep_lateral_only: 
     return record.images if keep_lateral_only else ()
 
 
+def _eval_key(im: ImageRef) -> tuple:
+    return _EVAL_RANK[im.view], im.image_id, im.path
+
+
 def eval_image(images: Sequence[ImageRef]) -> ImageRef:
     """The deterministic evaluation image: best view rank, ties broken by image id then path."""
-    return min(images, key=lambda im: (_EVAL_RANK[im.view], im.image_id, im.path))
+    return min(images, key=_eval_key)
+
+
+def eval_images_in_order(images: Sequence[ImageRef]) -> tuple[ImageRef, ...]:
+    """Every image of a study in evaluation order (:func:`eval_image` first)."""
+    return tuple(sorted(images, key=_eval_key))
 
 
 @dataclass(frozen=True)

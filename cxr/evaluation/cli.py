@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cxr.data.sampling import SamplingUnit
 from cxr.labels import UncertainPolicy
 from cxr.metrics.ranking import TieRule
 from cxr.metrics.retrieval import RetrievalProtocol
@@ -86,14 +87,18 @@ def _add_judge_arguments(p) -> None:
 def _add_metric_arguments(p) -> None:
     p.add_argument("--split", default="test", choices=[s.value for s in Split if s is not Split.TRAIN])
     p.add_argument("--ks", default="1,5,10", help="comma-separated K of Recall@K")
-    p.add_argument("--protocol", default="study", choices=[p.value for p in RetrievalProtocol])
+    p.add_argument("--protocol", default="study", choices=[p.value for p in RetrievalProtocol],
+                   help="study: one image per study vs one report per study, identical reports correct; image: "
+                        "every image vs the study reports; paper: the paper's protocol, every image vs every "
+                        "image's report, only its own report correct (image/paper evaluate every image)")
     p.add_argument("--exact_duplicates_only", "--exact-duplicates-only", action="store_true",
                    help="count only the query's own study as correct (default: identical report texts too)")
     p.add_argument("--tie_rule", "--tie-rule", default="pessimistic", choices=[t.value for t in TieRule])
     p.add_argument("--uncertain_policy", "--uncertain-policy", default="zeros",
                    choices=[u.value for u in UncertainPolicy])
     p.add_argument("--exclude_support_devices", "--exclude-support-devices", action="store_true")
-    p.add_argument("--chunk_size", "--chunk-size", type=int, default=4096)
+    p.add_argument("--chunk_size", "--chunk-size", type=int, default=None,
+                   help="edge of the retrieval metric's score tiles (default: 1024 on CPU, 8192 on CUDA)")
 
 
 def _add_runtime_arguments(p) -> None:
@@ -149,14 +154,27 @@ def _datamodules(args, model) -> dict:
     from cxr.evaluation.datasets import EvalDatasetSpec, build_eval_datamodule
 
     vision = getattr(model, "vision", None)
+    unit = _eval_unit(RetrievalProtocol(args.protocol))
     overrides = {"batch_size": args.batch_size, "num_workers": args.num_workers,
                  "image_size": args.image_size or getattr(vision, "image_size", 224),
-                 "in_chans": getattr(vision, "in_chans", 1)}
+                 "in_chans": getattr(vision, "in_chans", 1), "eval_unit": unit}
     specs = [EvalDatasetSpec.parse(s) for s in args.data]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise SystemExit(f"dataset names must be unique, got {names}")
-    return {s.name: build_eval_datamodule(s, **overrides) for s in specs}
+    datamodules = {s.name: build_eval_datamodule(s, **overrides) for s in specs}
+    for name, dm in datamodules.items():  # a DataModule spec (a train config's data) is built as configured
+        if hasattr(dm, "eval_unit"):
+            dm.eval_unit = unit  # read at setup(): which images the protocol scores
+        elif unit is not SamplingUnit.STUDY:
+            log.warning("dataset %s: %s has no eval_unit; the %s protocol scores the images it yields", name,
+                        type(dm).__name__, args.protocol)
+    return datamodules
+
+
+def _eval_unit(protocol: RetrievalProtocol) -> SamplingUnit:
+    """The image and paper protocols score every image of a study; the study protocol one per study."""
+    return SamplingUnit.STUDY if protocol is RetrievalProtocol.STUDY else SamplingUnit.IMAGE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,7 +198,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         judge_results(results, out, JudgeConfig(args.judge, model=args.judge_model, workers=args.judge_workers))
     settings = {"checkpoint": Path(args.checkpoint).name, "split": options.split.value,
-                "protocol": options.protocol.value, "duplicate_texts_correct": options.duplicate_texts_correct,
+                "protocol": options.protocol.value, "eval_unit": _eval_unit(options.protocol).value,
+                "duplicate_texts_correct": (options.duplicate_texts_correct
+                                            and options.protocol is not RetrievalProtocol.PAPER),
                 "tie_rule": options.tie_rule.value, "uncertain_policy": options.uncertain_policy.value,
                 "exclude_support_devices": options.exclude_support_devices, "ks": list(options.ks),
                 "zero_shot": options.zero_shot,

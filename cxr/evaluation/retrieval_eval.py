@@ -35,7 +35,7 @@ class RetrievalEvalOptions:
     tie_rule: TieRule = TieRule.PESSIMISTIC
     uncertain_policy: UncertainPolicy = UncertainPolicy.ZEROS
     exclude_support_devices: bool = False
-    chunk_size: int = 4096
+    chunk_size: int | None = None  # score-tile edge; None: the metric's default (1024 CPU, 8192 CUDA)
     split: Split = Split.TEST
     max_batches: int | None = None
     zero_shot: bool = False  # also per-observation zero-shot AUROC from present/absent prompt pairs
@@ -62,6 +62,7 @@ class DatasetResult:
     name: str
     metrics: dict[str, dict[str, float]]
     top1: list[Top1Row] = field(default_factory=list)
+    protocol: str = RetrievalProtocol.STUDY.value  # stated in every results table
     zero_shot: dict[str, float] = field(default_factory=dict)  # observation -> AUROC, plus "mean"
 
 
@@ -114,7 +115,7 @@ def finish_dataset(module: EmbeddingEvalModule, options: RetrievalEvalOptions) -
         zero_shot = zero_shot_for_dataset(module.model, zs_inputs[0], zs_inputs[1], metric.normalize,
                                           options.uncertain_policy, options.zero_shot_spec)
     return DatasetResult(name=name, metrics=metrics, top1=top1_rows(details, module.keys, module.texts),
-                         zero_shot=zero_shot)
+                         zero_shot=zero_shot, protocol=options.protocol.value)
 
 
 def evaluate_datasets(model: nn.Module, datasets: Mapping[str, LightningDataModule],

@@ -13,14 +13,15 @@ from cxr.evaluation.retrieval_eval import DIRECTIONS, DatasetResult, metric_colu
 
 
 def results_table(results: Sequence[DatasetResult]) -> tuple[list[str], list[list[object]]]:
-    """``(header, rows)``: one row per dataset and direction; missing metrics are empty."""
+    """``(header, rows)``: one row per dataset and direction, with the retrieval protocol that scored it;
+    missing metrics are empty."""
     cols = metric_columns(results)
-    header = ["dataset", "direction", *cols]
+    header = ["dataset", "direction", "protocol", *cols]
     rows = []
     for r in results:
         for d in DIRECTIONS:
             values = r.metrics.get(d, {})
-            rows.append([r.name, d, *[values.get(c, "") for c in cols]])
+            rows.append([r.name, d, r.protocol, *[values.get(c, "") for c in cols]])
     return header, rows
 
 

@@ -7,10 +7,16 @@ Protocols (see ``docs/evaluation.md``):
   queries are the study reports against those images.
 * ``image``: every image is an image→text query against the unique study reports; text→image queries are the
   study reports against every image (a hit if ANY image of the study is in the top K).
+* ``paper``: the paper's protocol (the authors' ``retrieval.py``): every image row against the report of
+  every row (a multi-view study's report appears once per image), and only the row's own report is correct
+  (for text→image, only the row's own image): the diagonal of one N × N matrix. Identical reports of other
+  rows, even of the same study, count as misses (``duplicate_texts_correct`` does not apply).
 
-A candidate is correct if it belongs to the query's study or, with ``duplicate_texts_correct``, if its report
-text id equals the query's (identical template reports are indistinguishable, CXR-CLIP convention).
-Ties follow :class:`~cxr.metrics.ranking.TieRule` (pessimistic by default).
+In ``study`` and ``image``, a candidate is correct if it belongs to the query's study or, with
+``duplicate_texts_correct``, if its report text id equals the query's (identical template reports are
+indistinguishable, CXR-CLIP convention). Ties follow :class:`~cxr.metrics.ranking.TieRule` (pessimistic by
+default). Both directions come from one tiled pass over one score matrix
+(:func:`~cxr.metrics.ranking.bidirectional_ranks`).
 """
 
 from __future__ import annotations
@@ -28,29 +34,35 @@ from cxr.metrics.label_agreement import LabelAgreementOptions, retrieval_label_a
 from cxr.metrics.ranking import (
     RankResult,
     TieRule,
+    bidirectional_ranks,
     positives_from_ids,
     retrieval_ranks,
     summarize_ranks,
 )
 
-__all__ = ["ImageTextRetrieval", "RetrievalDetails", "RetrievalProtocol", "DirectionResult", "retrieval_ranks"]
+__all__ = ["DirectionResult", "ImageTextRetrieval", "RetrievalDetails", "RetrievalProtocol",
+           "retrieval_ranks"]
 
 
 class RetrievalProtocol(str, Enum):
-    """Which images are queries/candidates (study-level 1:1, or every image)."""
+    """Which images and reports are queries/candidates and which count as correct (module docstring)."""
 
     STUDY = "study"
     IMAGE = "image"
+    PAPER = "paper"
 
 
 @dataclass
 class DirectionResult:
-    """One retrieval direction. Row numbers index the de-duplicated sample arrays of :class:`RetrievalDetails`.
+    """One retrieval direction. Row numbers index the de-duplicated sample arrays of
+    :class:`RetrievalDetails`.
 
     Attributes:
-        query_rows: ``(Nq,)`` sample row of each query (for text queries: the row whose text represents the study).
+        query_rows: ``(Nq,)`` sample row of each query (text queries: the row whose text stands for the
+            study; in ``paper``, every row).
         candidate_rows: ``(Nc,)`` sample row of each candidate.
-        ranks: :class:`RankResult` (``topk_indices`` index ``candidate_rows``).
+        ranks: :class:`RankResult` (``topk_indices`` index ``candidate_rows``; image→text only, text→image
+            has none).
     """
 
     query_rows: torch.Tensor
@@ -78,14 +90,16 @@ class ImageTextRetrieval(Metric):
 
     States are the embeddings and ids (list states, ``dist_reduce_fx="cat"``), so under DDP every rank
     gathers the whole evaluation set at ``compute`` and drops the duplicates a ``DistributedSampler`` pads in
-    (same ``sample_index``). Scores are dot products of L2-normalised embeddings (cosine) in fp32, computed
-    ``chunk_size`` query rows at a time, so 100k × 100k never materialises the full matrix.
+    (same ``sample_index``). Scores are dot products of L2-normalised embeddings (cosine) in fp32, read in
+    ``chunk_size × chunk_size`` tiles, both directions from the same tile, so 100k × 100k never materialises
+    the full matrix and the scoring's extra memory does not grow with N (a few tiles plus ``O(N)`` integers).
 
     Args:
         ks: the K of Recall@K.
-        protocol: ``study`` or ``image`` (see the module docstring).
-        duplicate_texts_correct: a candidate whose text id equals the query's counts as correct.
-        chunk_size: query rows scored at once.
+        protocol: ``study``, ``image`` or ``paper`` (see the module docstring).
+        duplicate_texts_correct: a candidate whose text id equals the query's counts as correct (not in
+            ``paper``).
+        chunk_size: edge of the score tiles (default: 1024 on CPU, 4096 on CUDA).
         tie_rule: ``pessimistic`` (ties count against the model) or ``optimistic``.
         normalize: L2-normalise embeddings before scoring (cosine similarity).
         uncertain_policy: how UNCERTAIN labels count in the label agreement (only when labels are given).
@@ -105,7 +119,7 @@ class ImageTextRetrieval(Metric):
         ks: Sequence[int] = (1, 5, 10),
         protocol: RetrievalProtocol | str = RetrievalProtocol.STUDY,
         duplicate_texts_correct: bool = True,
-        chunk_size: int = 4096,
+        chunk_size: int | None = None,
         tie_rule: TieRule | str = TieRule.PESSIMISTIC,
         normalize: bool = True,
         uncertain_policy: UncertainPolicy | str = UncertainPolicy.ZEROS,
@@ -118,7 +132,7 @@ class ImageTextRetrieval(Metric):
         self.ks = tuple(sorted({int(k) for k in ks}))
         self.protocol = RetrievalProtocol(protocol)
         self.duplicate_texts_correct = bool(duplicate_texts_correct)
-        self.chunk_size = int(chunk_size)
+        self.chunk_size = int(chunk_size) if chunk_size else None
         self.tie_rule = TieRule(tie_rule)
         self.normalize = bool(normalize)
         self.label_options = LabelAgreementOptions(uncertain_policy=UncertainPolicy(uncertain_policy),
@@ -166,7 +180,8 @@ class ImageTextRetrieval(Metric):
         return torch.cat(value, dim=0)
 
     def compute_details(self, topk: int | None = None) -> RetrievalDetails:
-        """Ranks and top-``topk`` candidates (default ``max(ks)``) of both directions."""
+        """Ranks of both directions and the image→text top-``topk`` candidates (default: ``max(ks)`` when
+        labels were given, for the label agreement, else 1, for the top-1 dumps)."""
         sample_index = self._cat("sample_index")
         if sample_index is None or sample_index.numel() == 0:
             raise RuntimeError("ImageTextRetrieval.compute() called before any update()")
@@ -179,35 +194,43 @@ class ImageTextRetrieval(Metric):
         first = torch.ones_like(sorted_idx, dtype=torch.bool)
         first[1:] = sorted_idx[1:] != sorted_idx[:-1]
         keep = order[first]
-        sample_index, study_ids, text_ids = sample_index[keep], study_ids[keep], text_ids[keep]
-        image_emb, text_emb = image_emb[keep], text_emb[keep]
-        labels = labels[keep] if labels is not None else None
+        if not torch.equal(keep, torch.arange(sample_index.numel(), device=keep.device)):
+            sample_index, study_ids, text_ids = sample_index[keep], study_ids[keep], text_ids[keep]
+            image_emb, text_emb = image_emb[keep], text_emb[keep]
+            labels = labels[keep] if labels is not None else None
         if self.normalize:
             image_emb, text_emb = F.normalize(image_emb, dim=-1), F.normalize(text_emb, dim=-1)
 
-        # One representative row per study: the lowest sample_index (rows are sorted by it).
-        rows = torch.arange(sample_index.numel(), device=sample_index.device)
-        uniq, inverse = torch.unique(study_ids, return_inverse=True)
-        study_rows = torch.full((uniq.numel(),), rows.numel(), dtype=torch.long, device=rows.device)
-        study_rows = study_rows.scatter_reduce(0, inverse, rows, reduce="amin")
-        study_rows = torch.sort(study_rows).values
-        image_rows = study_rows if self.protocol is RetrievalProtocol.STUDY else rows
-        text_rows = study_rows
-
-        k = max(self.ks) if topk is None else int(topk)
-        i2t = self._direction(image_emb, text_emb, image_rows, text_rows, study_ids, text_ids, k)
-        t2i = self._direction(text_emb, image_emb, text_rows, image_rows, study_ids, text_ids, k)
+        image_rows, text_rows, pairs = self._protocol(study_ids, text_ids)
+        k = (max(self.ks) if self._informative(labels) else 1) if topk is None else int(topk)
+        # One pass: rows are image→text, columns text→image; the embeddings are gathered tile by tile.
+        ranks = bidirectional_ranks(image_emb, text_emb, positives_from_ids(*pairs), query_rows=image_rows,
+                                    candidate_rows=text_rows, tile_size=self.chunk_size,
+                                    tie_rule=self.tie_rule, topk=k)
+        i2t = DirectionResult(query_rows=image_rows, candidate_rows=text_rows, ranks=ranks.rows)
+        t2i = DirectionResult(query_rows=text_rows, candidate_rows=image_rows, ranks=ranks.cols)
         return RetrievalDetails(sample_index=sample_index, study_ids=study_ids, text_ids=text_ids,
                                 labels=labels, i2t=i2t, t2i=t2i)
 
-    def _direction(self, q_emb: torch.Tensor, c_emb: torch.Tensor, q_rows: torch.Tensor, c_rows: torch.Tensor,
-                   study_ids: torch.Tensor, text_ids: torch.Tensor, k: int) -> DirectionResult:
-        pairs = [(study_ids[q_rows], study_ids[c_rows])]
+    def _protocol(self, study_ids: torch.Tensor, text_ids: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Image rows, report rows and the id pairs that define correct candidates, for the protocol."""
+        rows = torch.arange(study_ids.numel(), device=study_ids.device)
+        if self.protocol is RetrievalProtocol.PAPER:  # the diagonal of the all-rows matrix
+            return rows, rows, [(rows, rows)]
+        # One representative row per study: the lowest sample_index (rows are sorted by it).
+        uniq, inverse = torch.unique(study_ids, return_inverse=True)
+        study_rows = torch.full((uniq.numel(),), rows.numel(), dtype=torch.long, device=rows.device)
+        study_rows = torch.sort(study_rows.scatter_reduce(0, inverse, rows, reduce="amin")).values
+        image_rows = study_rows if self.protocol is RetrievalProtocol.STUDY else rows
+        pairs = [(study_ids[image_rows], study_ids[study_rows])]
         if self.duplicate_texts_correct:
-            pairs.append((text_ids[q_rows], text_ids[c_rows]))
-        ranks = retrieval_ranks(q_emb[q_rows], c_emb[c_rows], positives_from_ids(*pairs),
-                                chunk_size=self.chunk_size, tie_rule=self.tie_rule, topk=k)
-        return DirectionResult(query_rows=q_rows, candidate_rows=c_rows, ranks=ranks)
+            pairs.append((text_ids[image_rows], text_ids[study_rows]))
+        return image_rows, study_rows, pairs
+
+    @staticmethod
+    def _informative(labels: torch.Tensor | None) -> bool:
+        return labels is not None and bool((labels != LabelState.NOT_MENTIONED).any())
 
     def summarize(self, details: RetrievalDetails) -> dict[str, torch.Tensor]:
         """The metric dictionary of :meth:`compute` from precomputed details."""
@@ -221,7 +244,7 @@ class ImageTextRetrieval(Metric):
             out[f"{name}_num_queries"] = torch.tensor(s.num_queries)
             out[f"{name}_num_candidates"] = torch.tensor(int(direction.candidate_rows.numel()))
         labels = details.labels
-        if labels is not None and bool((labels != LabelState.NOT_MENTIONED).any()):
+        if self._informative(labels):
             i2t = details.i2t
             top = i2t.ranks.topk_indices
             ks = [k for k in self.ks if k <= top.shape[1]]
@@ -231,5 +254,8 @@ class ImageTextRetrieval(Metric):
         return out
 
     def compute(self) -> dict[str, torch.Tensor]:
-        """``{i2t,t2i}_R@{k}``, ``{i2t,t2i}_{mean,median}_rank`` (1-based) and query/candidate counts."""
-        return self.summarize(self.compute_details())
+        """``{i2t,t2i}_R@{k}``, ``{i2t,t2i}_{mean,median}_rank`` (1-based) and query/candidate counts (and the
+        label agreement when labels were given). No top-k is kept that nothing reads: top-``max(ks)`` only
+        for the label agreement."""
+        labels = self._cat("labels")
+        return self.summarize(self.compute_details(topk=max(self.ks) if self._informative(labels) else 0))

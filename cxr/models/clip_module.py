@@ -59,7 +59,8 @@ class CLIPAlignModule(LightningModule):
         layer_decay: layer-wise lr decay on the vision backbone (paper: 0.85; 1 disables).
         head_init_std: the image projection starts at trunc-normal(0.02·this) (EVA-CLIP: 0.001).
         eval_ks: the K of validation/test Recall@K.
-        retrieval_protocol: ``study`` or ``image`` (see ``cxr.metrics.retrieval``).
+        retrieval_protocol: ``study``, ``image`` or ``paper`` (see ``cxr.metrics.retrieval``); ``image`` and
+            ``paper`` score every image when the DataModule's ``eval_unit`` is ``image``.
         fill_text_cache: embed the DataModule's texts into the cache at ``setup``
             (:class:`~cxr.callbacks.text_cache.TextCacheFiller`).
         micro_batches: feature accumulation (GradCache, :mod:`cxr.models.grad_cache`): each training batch is
