@@ -57,6 +57,10 @@ def _data(n: int, d: int, seed: int = 0):
     return img, txt, study, text_ids
 
 
+def _bad_case(name: str) -> bool:
+    raise argparse.ArgumentTypeError(f"unknown case {name!r}; choose from {', '.join(CASES)}")
+
+
 def _status_kb(field: str) -> int:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -149,7 +153,7 @@ def _run_sub(args: argparse.Namespace, name: str, n: int) -> dict:
 def _plan(args: argparse.Namespace) -> list[tuple[str, int]]:
     plan = []
     for n in args.sizes:
-        for name in CASES:
+        for name in args.cases:
             if name == "previous" and n > args.previous_max_n:
                 continue
             if name == "torchmetrics" and n > args.torchmetrics_max_n:
@@ -209,6 +213,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], default=[10000, 100000])
     p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--cases", type=lambda v: [c for c in v.split(",") if c in CASES or _bad_case(c)],
+                   default=list(CASES), help=f"comma-separated subset of {','.join(CASES)}")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=0, help="torch threads per case (0: torch's default)")
     p.add_argument("--gemm-chunk", type=int, default=4096)

@@ -360,3 +360,30 @@ def test_paper_protocol_drops_ddp_padding_and_ignores_duplicate_setting():
     m.update(img[order], txt[order], study[order], text_ids[order], order)
     for key, value in m.compute().items():
         assert value.item() == pytest.approx(ref[key].item()), key
+
+
+@pytest.mark.parametrize("gathered", [False, True])
+def test_normalize_in_tiles_equals_normalized_copies(gathered):
+    """normalize=True divides each gathered block by its rows' norms: ranks and top-k scores are bit-identical
+    to scoring F.normalize-d copies (exact ties of identical rows included), and the caller's rows are not
+    modified (a slice of them is never divided in place)."""
+    from cxr.metrics.ranking import bidirectional_ranks
+
+    g = torch.Generator().manual_seed(5)
+    q, c = 3 * torch.randn(70, 8, generator=g), 0.5 * torch.randn(60, 8, generator=g)
+    c[10:20] = c[10] * 2.0  # same direction, other lengths: identical after normalising (exact ties)
+    q[3] = 0.0  # a zero row stays zero, as with F.normalize
+    q_rows = torch.randperm(70, generator=g)[:50] if gathered else None
+    c_rows = torch.randperm(60, generator=g)[:45] if gathered else None
+    nq, nc = (50, 45) if gathered else (70, 60)
+    ids = (torch.randint(0, 20, (nq,), generator=g), torch.randint(0, 20, (nc,), generator=g))
+    pos = positives_from_ids(ids)
+    q0, c0 = q.clone(), c.clone()
+    for tile in (16, 4096):
+        got = bidirectional_ranks(q, c, pos, query_rows=q_rows, candidate_rows=c_rows, tile_size=tile, topk=3,
+                                  normalize=True)
+        ref = bidirectional_ranks(F.normalize(q, dim=1), F.normalize(c, dim=1), pos, query_rows=q_rows,
+                                  candidate_rows=c_rows, tile_size=tile, topk=3)
+        assert torch.equal(got.rows.ranks, ref.rows.ranks) and torch.equal(got.cols.ranks, ref.cols.ranks)
+        assert torch.equal(got.rows.topk_scores, ref.rows.topk_scores)
+    assert torch.equal(q, q0) and torch.equal(c, c0)

@@ -3,9 +3,10 @@
 One score matrix ``S = query · candidatesᵀ`` (fp32) is read in ``tile_size × tile_size`` tiles and never
 materialised. Each tile gives the row ranks (query → candidates, e.g. image→text) *and* the column ranks
 (candidate → queries, text→image) of its entries, so both directions cost one matrix product plus a few
-element-wise passes over the tile, and a pair has the same score in both directions. Extra memory is a
-tile's worth of buffers (about ``tile_size² · 9`` bytes: fp32 scores, a bool mask, int32 counts) plus
-``O(N + M)`` integers, independent of N and M.
+element-wise passes over the tile, and a pair has the same score in both directions. Extra memory is
+about ``tile_size² · 8`` bytes (the fp32 tile and an fp32 0/1 buffer) plus two gathered ``tile_size × D``
+blocks, a 4 MB batch of cells and ``O(N + M)`` numbers (ids, counts, row norms), independent of N and M
+beyond those: no ``N × D`` copy either (cosines divide each gathered block by its rows' norms).
 
 Rank convention (0-based; ``rank < K`` means a hit at Recall@K):
 
@@ -176,6 +177,10 @@ def _plan_products(device: torch.device, dim: int, n: int, m: int, tile: int, ce
     return tile, True
 
 
+#: ``F.normalize``'s default ``eps``: a zero row stays zero.
+_NORM_EPS = 1e-12
+
+
 # ------------------------------------------------------------------------------------------------- layout
 @dataclass
 class _Layout:
@@ -242,8 +247,13 @@ class _Tiles:
     """
 
     def __init__(self, query: torch.Tensor, candidates: torch.Tensor, query_rows: torch.Tensor | None,
-                 candidate_rows: torch.Tensor | None, layout: _Layout, pad: bool) -> None:
+                 candidate_rows: torch.Tensor | None, layout: _Layout, pad: bool,
+                 normalize: bool = False) -> None:
         self.query, self.candidates, self.pad = query.contiguous(), candidates.contiguous(), pad
+        # Row norms as F.normalize computes them; blocks are divided as they are gathered, so a unit-norm
+        # copy of the N × D embeddings never exists and every score is bit-identical to F.normalize's.
+        self.q_norms, self.c_norms = ((e.float().norm(2, dim=1, keepdim=True).clamp_min(_NORM_EPS)
+                                       if normalize else None) for e in (self.query, self.candidates))
         self.q_index = self._index(layout.row_order, query_rows, query.shape[0])
         self.c_index = self._index(layout.col_order, candidate_rows, candidates.shape[0])
         self.n, self.m = layout.row_order.numel(), layout.col_order.numel()
@@ -258,20 +268,22 @@ class _Tiles:
         identity = index.numel() == total and torch.equal(index, torch.arange(total, device=index.device))
         return None if identity else index  # None: blocks are slices (no copy)
 
-    def _block(self, emb: torch.Tensor, index: torch.Tensor | None, lo: int, hi: int,
-               size: int) -> torch.Tensor:
+    def _block(self, emb: torch.Tensor, index: torch.Tensor | None, norms: torch.Tensor | None, lo: int,
+               hi: int, size: int) -> torch.Tensor:
         block = (emb[lo:hi] if index is None else emb.index_select(0, index[lo:hi])).float()  # fp32 scores
+        if norms is not None:  # in place only on a gathered copy, never on the caller's rows
+            block = block / norms[lo:hi] if index is None else block.div_(norms.index_select(0, index[lo:hi]))
         if self.pad and hi - lo < size:
             block = torch.nn.functional.pad(block, (0, 0, 0, size - (hi - lo)))  # zero rows: a fixed shape
         return block
 
     def query_block(self, lo: int, size: int) -> torch.Tensor:
         """Sorted query rows ``lo:lo+size`` (zero rows past the end when padding)."""
-        return self._block(self.query, self.q_index, lo, min(lo + size, self.n), size)
+        return self._block(self.query, self.q_index, self.q_norms, lo, min(lo + size, self.n), size)
 
     def candidate_block(self, lo: int, size: int) -> torch.Tensor:
         """Sorted candidate rows ``lo:lo+size`` (zero rows past the end when padding)."""
-        return self._block(self.candidates, self.c_index, lo, min(lo + size, self.m), size)
+        return self._block(self.candidates, self.c_index, self.c_norms, lo, min(lo + size, self.m), size)
 
     def cell_scores(self, fr: int, fc: int) -> torch.Tensor:
         """Scores of cell ``(fr, fc)`` from its own ``cell × cell`` product, cut to the matrix."""
@@ -480,6 +492,7 @@ def bidirectional_ranks(
     tie_rule: TieRule | str = TieRule.PESSIMISTIC,
     topk: int = 0,
     columns: bool = True,
+    normalize: bool = False,
 ) -> BidirectionalRanks:
     """Ranks of every query among the candidates (rows) and of every candidate among the queries (columns).
 
@@ -490,10 +503,13 @@ def bidirectional_ranks(
         query_rows, candidate_rows: optional ``(N,)``/``(M,)`` rows of ``query``/``candidates`` to score (the
             embeddings are gathered tile by tile, never copied whole); default all rows.
         tile_size: edge of the square score tiles; default 1024 on CPU, 8192 on CUDA. Extra memory is about
-            ``tile_size² · 9`` bytes (fp32 scores, a bool mask, int32 counts) plus ``O(N + M)``.
+            ``tile_size² · 8`` bytes plus ``O((N + M) + tile_size · D)`` (module docstring).
         tie_rule: see the module docstring (for both directions).
         topk: also return the ``topk`` best candidates of every query (for dumps and label agreement).
         columns: also rank the candidates among the queries (the reverse direction) in the same pass.
+        normalize: score cosines: every gathered block is divided by its rows' L2 norms (the norms are
+            ``O(N + M)``; scores equal those of ``F.normalize``-d embeddings bit for bit, without the
+            normalised ``N × D`` copies).
     """
     n = query.shape[0] if query_rows is None else int(query_rows.numel())
     m = candidates.shape[0] if candidate_rows is None else int(candidate_rows.numel())
@@ -513,7 +529,7 @@ def bidirectional_ranks(
                                   if columns else None)
     cell, pad = _plan_products(query.device, query.shape[1], n, m, tile, cell)
     layout = _layout(positives, tile, cell)
-    tiles = _Tiles(query, candidates, query_rows, candidate_rows, layout, pad)
+    tiles = _Tiles(query, candidates, query_rows, candidate_rows, layout, pad, normalize)
     best_r, count_r, best_c, count_c = _best_correct(tiles, positives)
     top = _RowTopK(n, k, layout.col_order) if k else None
     above_r, above_c = _count_pass(tiles, best_r, best_c if columns else None, tie_rule, top)
