@@ -266,9 +266,10 @@ def text_lora_section(shape: Shape, model_dir: Path, device: torch.device, peak:
     from cxr.models.text.lora import LoraSettings
     from cxr.models.text.pooling import PoolingMode
 
-    enc = TextEncoder(str(model_dir), max_length=shape.text_tokens, pooling=PoolingMode.MEAN,
-                      lora=LoraSettings(), gradient_checkpointing=True, torch_dtype="bfloat16",
-                      attn_implementation="sdpa").to(device)
+    enc = TextEncoder.from_pretrained(str(model_dir), max_length=shape.text_tokens, pooling=PoolingMode.MEAN,
+                                      lora=LoraSettings(), gradient_checkpointing=True,
+                                      torch_dtype="bfloat16", attn_implementation="sdpa")
+    enc = enc.to(device)
     enc.train()
     feats = random_tokens(shape, shape.text_batch, device)
 

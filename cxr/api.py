@@ -227,7 +227,7 @@ def _from_vision_export(folder: Path, transform: TransformConfig | None) -> CXRM
 def _from_text_export(folder: Path) -> CXRModel:
     from cxr.models.text.encoder import TextEncoder
 
-    encoder = TextEncoder(str(folder)).eval()
+    encoder = TextEncoder.from_pretrained(str(folder)).eval()
     meta = json.loads((folder / "cxr_text_encoder.json").read_text()) if (folder / "cxr_text_encoder.json").is_file() \
         else {}
 

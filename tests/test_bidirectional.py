@@ -20,7 +20,7 @@ def tiny_dirs(tmp_path_factory):
 def _encoder(path, attn, **kw):
     from cxr.models.text import TextEncoder
 
-    return TextEncoder(str(path), attn_implementation=attn, **kw)
+    return TextEncoder.from_pretrained(str(path), attn_implementation=attn, **kw)
 
 
 def _probe(enc, pad):

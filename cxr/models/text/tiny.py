@@ -1,8 +1,9 @@
 """Tiny random-weight Hugging Face text models with offline tokenizers, for tests and demos.
 
 ``build_tiny_model("llama", out_dir)`` writes ``config.json``, ``model.safetensors`` and tokenizer files that
-``TextEncoder(out_dir)`` (and ``AutoModel``/``AutoTokenizer``) load without any hub access. Decoders are saved with
-their LM head (``*ForCausalLM``) so the MNTP path has a real head; ``bert`` is saved as ``BertForMaskedLM``.
+``TextEncoder.from_pretrained(out_dir)`` (and ``AutoModel``/``AutoTokenizer``) load without any hub access.
+Decoders are saved with their LM head (``*ForCausalLM``) so the MNTP path has a real head; ``bert`` is saved
+as ``BertForMaskedLM``.
 Everything is deterministic for a given ``seed``.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from cxr.models.text.encoder import resolve_model_path
+from cxr.models.text.settings import resolve_model_path
 
 # Radiology-flavoured sentences to train the tiny BPE on (no data download; deterministic).
 RADIOLOGY_SENTENCES: tuple[str, ...] = (

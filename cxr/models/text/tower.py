@@ -19,11 +19,12 @@ from cxr.distributed import rank_and_world_size
 from cxr.models.adapters import AdapterKind, TextAdapter
 from cxr.models.init_record import init_record
 from cxr.models.text.cache import TextEmbeddingCache, text_key
-from cxr.models.text.encoder import TextEncoder, resolve_model_path
+from cxr.models.text.encoder import TextEncoder
 from cxr.models.text.fill import FillSettings, embed_into_cache
 from cxr.models.text.instructions import instruction_for_report
 from cxr.models.text.lora import LoraSettings
 from cxr.models.text.pooling import PoolingMode
+from cxr.models.text.settings import TextEncoderSettings, resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -121,10 +122,7 @@ class TextTower(nn.Module):
         #: how to build this tower again (stored in the CLIP module's hyper-parameters)
         self.init_record = init_record(self, locals())
         self.model_name_or_path = model_name_or_path
-        self.path = resolve_model_path(model_name_or_path)
-        looks_local = not ("/" in self.path and not self.path.startswith((".", "/")) and self.path.count("/") == 1)
-        if looks_local and not Path(self.path).exists():
-            raise FileNotFoundError(f"text encoder not found: {model_name_or_path!r} (resolved to {self.path})")
+        self.path = resolve_model_path(model_name_or_path)  # a missing folder fails here, at start-up
         if use_cache and lora is not None:
             raise ValueError("text cache needs a frozen encoder: set use_cache=false with LoRA "
                              "(LoRA changes the embeddings every step)")
@@ -145,6 +143,10 @@ class TextTower(nn.Module):
         # validated now: a bad value must not surface only after the encoder was loaded
         self.fill_settings = FillSettings(batch_size=encode_batch_size, num_workers=fill_workers,
                                           commit_every=fill_commit_every)
+        #: what the frozen (or LoRA-tuned) encoder is loaded with (validated now, loaded lazily)
+        self.encoder_settings = TextEncoderSettings(
+            max_length=max_length, pooling=pooling, torch_dtype=torch_dtype, lora=lora, freeze=True,
+            gradient_checkpointing=gradient_checkpointing, trust_remote_code=trust_remote_code)
         self._embedding_dim = embedding_dim or self._read_hidden_size()
         self.encoder: nn.Module | None = None
         self._cache: TextEmbeddingCache | None = None
@@ -193,9 +195,7 @@ class TextTower(nn.Module):
         """Load the encoder (frozen; LoRA added when configured). Idempotent."""
         if self.encoder is not None:
             return self.encoder
-        enc = TextEncoder(self.path, max_length=self.max_length, trust_remote_code=self.trust_remote_code,
-                          pooling=self.pooling, lora=self.lora, freeze=True, torch_dtype=self.torch_dtype,
-                          gradient_checkpointing=self.gradient_checkpointing)
+        enc = TextEncoder.from_pretrained(self.path, self.encoder_settings)
         if self.lora is None:
             enc.eval()
         if int(enc.embedding_dim) != self._embedding_dim:
