@@ -35,6 +35,33 @@ from cxr.records import Split, StudyRecord
 log = logging.getLogger(__name__)
 
 
+def _check_arguments(sources: list[DatasetSource], eval_sources: list[DatasetSource],
+                     train_weights: list[float] | None, shuffle_prob: float) -> None:
+    """Refuse no sources, repeated source names, bad train weights, a shuffle probability outside [0, 1]."""
+    if not sources and not eval_sources:
+        raise ValueError("CXRDataModule needs at least one source")
+    names = [s.name for s in sources + eval_sources]
+    if len(set(names)) != len(names):
+        raise ValueError(f"source names must be unique, got {names}")
+    if train_weights is not None:
+        if len(train_weights) != len(sources) or min(train_weights) < 0 or sum(train_weights) <= 0:
+            raise ValueError(f"train_weights needs one non-negative weight per source ({len(sources)}),"
+                             f" with a positive sum; got {train_weights}")
+    if not 0.0 <= shuffle_prob <= 1.0:
+        raise ValueError(f"shuffle_prob must be in [0, 1], got {shuffle_prob}")
+
+
+def _check_source_files(sources: list[DatasetSource]) -> None:
+    """Start-up check: files and headers only, every source at once, before anything heavy happens."""
+    problems = ProblemLog()
+    for source in sources:
+        try:
+            source.check(problems)
+        except TableError as err:  # undecodable bytes or repeated columns in a header
+            problems.extend([err.problem])
+    problems.raise_fatal("data sources are misconfigured")
+
+
 class CXRDataModule(LightningDataModule):
     """Image–report pairs from one or more :class:`~cxr.data.sources.base.DatasetSource`s.
 
@@ -127,29 +154,14 @@ class CXRDataModule(LightningDataModule):
         super().__init__()
         self.sources = list(sources)
         self.eval_sources = list(eval_sources or [])
-        if not self.sources and not self.eval_sources:
-            raise ValueError("CXRDataModule needs at least one source")
-        names = [s.name for s in self.sources + self.eval_sources]
-        if len(set(names)) != len(names):
-            raise ValueError(f"source names must be unique, got {names}")
-        if train_weights is not None:
-            if len(train_weights) != len(self.sources) or min(train_weights) < 0 or sum(train_weights) <= 0:
-                raise ValueError(f"train_weights needs one non-negative weight per source ({len(self.sources)}),"
-                                 f" with a positive sum; got {train_weights}")
-        if not 0.0 <= shuffle_prob <= 1.0:
-            raise ValueError(f"shuffle_prob must be in [0, 1], got {shuffle_prob}")
+        _check_arguments(self.sources, self.eval_sources, train_weights, shuffle_prob)
         self.train_weights = list(train_weights) if train_weights is not None else None
         self.image_size = image_size
         self.in_chans = in_chans
         # One source of truth for the geometry: the model config sets image_size/in_chans here.
         self.transform = replace(transform or TransformConfig(), image_size=image_size, in_chans=in_chans)
         self.transform.build(train=True)  # a bad preset/mean/std fails at start-up, not at setup()
-        self.batch_size = batch_size
-        self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
-        self.persistent_workers = num_workers > 0 if persistent_workers is None else bool(persistent_workers)
-        if self.persistent_workers and num_workers == 0:
-            raise ValueError("persistent_workers=true needs num_workers > 0")
+        self._set_loader_settings(batch_size, eval_batch_size, num_workers, persistent_workers, pin_memory)
         self.length_bucketing = length_bucketing
         self.view_policy = ViewPolicy(view_policy)
         self.sampling = SamplingUnit(sampling)
@@ -157,28 +169,34 @@ class CXRDataModule(LightningDataModule):
         self.keep_lateral_only = keep_lateral_only
         self.tagged_sections = tagged_sections
         self.shuffle_prob = shuffle_prob
+        self._set_bad_input_handling(bad_input, image_check, image_check_workers, image_check_cache)
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = seed
+        # Opened here so a missing or stale cache is a start-up error, before any data loading.
+        self.image_loader = CachedImageLoader(image_cache_dir, src_root=image_cache_src_root,
+                                              fallback=image_cache_fallback)
+        _check_source_files(self.sources + self.eval_sources)
+        self._records: dict[Split, list[StudyRecord]] | None = None
+        self._datasets: dict[Split, ImageTextDataset] = {}
+
+    def _set_loader_settings(self, batch_size: int, eval_batch_size: int | None, num_workers: int,
+                             persistent_workers: bool | None, pin_memory: bool) -> None:
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size or batch_size
+        self.num_workers = num_workers
+        self.persistent_workers = num_workers > 0 if persistent_workers is None else bool(persistent_workers)
+        if self.persistent_workers and num_workers == 0:
+            raise ValueError("persistent_workers=true needs num_workers > 0")
+        self.pin_memory = pin_memory
+
+    def _set_bad_input_handling(self, bad_input: BadInputPolicy, image_check: ImageCheck,
+                                image_check_workers: int | None, image_check_cache: str | None) -> None:
         self.bad_input = BadInputPolicy(bad_input)
         self.image_check = ImageCheck(image_check)
         self.image_check_workers = image_check_workers
         self.image_check_cache = (default_cache_file() if image_check_cache == "auto"
                                   else Path(image_check_cache).expanduser() if image_check_cache else None)
         self.skipped_images: Counter[str] = Counter()  # files replaced under SKIP while loading (main process)
-        self.samples_per_epoch = samples_per_epoch
-        self.seed = seed
-        self.pin_memory = pin_memory
-        # Opened here so a missing or stale cache is a start-up error, before any data loading.
-        self.image_loader = CachedImageLoader(image_cache_dir, src_root=image_cache_src_root,
-                                              fallback=image_cache_fallback)
-        # Start-up check: files and headers only, every source at once, before anything heavy happens.
-        problems = ProblemLog()
-        for source in self.sources + self.eval_sources:
-            try:
-                source.check(problems)
-            except TableError as err:  # undecodable bytes or repeated columns in a header
-                problems.extend([err.problem])
-        problems.raise_fatal("data sources are misconfigured")
-        self._records: dict[Split, list[StudyRecord]] | None = None
-        self._datasets: dict[Split, ImageTextDataset] = {}
 
     # -- records -------------------------------------------------------------------------------------------
     def load_records(self) -> dict[Split, list[StudyRecord]]:

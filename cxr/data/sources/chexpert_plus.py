@@ -46,6 +46,34 @@ class ChexbertLabelFile(str, Enum):
     NONE = "none"
 
 
+def _dicom_path(row: dict, problems: ProblemLog, file: str, i: int, key: str) -> str | None:
+    """The row's ``path_to_dcm``, or None after logging a problem (checked like ``path_to_image``: an empty or
+    odd cell must not turn into a made-up path)."""
+    source_path = row["path_to_dcm"].strip()
+    if not source_path:
+        problems.add(ProblemKind.EMPTY_PATH, file, "empty path_to_dcm", row=i, field="path_to_dcm",
+                     study_key=key)
+        return None
+    if IMAGE_KEY.search(source_path.replace("\\", "/")) is None:
+        problems.add(ProblemKind.BAD_ID, file,
+                     f"path_to_dcm {source_path!r} has no patientN/studyN/viewN part", row=i,
+                     field="path_to_dcm", study_key=key)
+        return None
+    return source_path
+
+
+def _report(row: dict, problems: ProblemLog, file: str, i: int, key: str) -> ReportSections:
+    """The study's report sections (the anonymisation note stripped); an empty report is logged."""
+    findings = row["section_findings"].strip() or None
+    impression = row["section_impression"].strip() or None
+    full = ANONYMISATION_NOTE.sub("", row["report"]).strip()
+    report = ReportSections(findings=findings, impression=impression, full_text=full)
+    empty = empty_report_reason(report)
+    if empty:
+        problems.add(ProblemKind.EMPTY_REPORT, file, empty, row=i, field="report", study_key=key)
+    return report
+
+
 class ChexpertPlusSource(DatasetSource):
     """CheXpert-Plus studies (train/valid; there is no test split).
 
@@ -158,16 +186,8 @@ class ChexpertPlusSource(DatasetSource):
                 continue
             source_path = raw_path
             if self.image_format is ChexpertPlusImageFormat.DICOM:
-                # Checked like path_to_image: an empty or odd cell must not turn into a made-up path.
-                source_path = row["path_to_dcm"].strip()
-                if not source_path:
-                    problems.add(ProblemKind.EMPTY_PATH, file, "empty path_to_dcm", row=i, field="path_to_dcm",
-                                 study_key=key)
-                    continue
-                if IMAGE_KEY.search(source_path.replace("\\", "/")) is None:
-                    problems.add(ProblemKind.BAD_ID, file,
-                                 f"path_to_dcm {source_path!r} has no patientN/studyN/viewN part", row=i,
-                                 field="path_to_dcm", study_key=key)
+                source_path = _dicom_path(row, problems, file, i, key)
+                if source_path is None:
                     continue
             path = self.resolve_image(source_path) or self._default_path(source_path)
             view = (ViewPosition.LATERAL if row["frontal_lateral"].strip().lower() == "lateral"
@@ -176,15 +196,9 @@ class ChexpertPlusSource(DatasetSource):
             if sid in studies:
                 studies[sid]["images"].append(image)
                 continue
-            findings = row["section_findings"].strip() or None
-            impression = row["section_impression"].strip() or None
-            full = ANONYMISATION_NOTE.sub("", row["report"]).strip()
-            report = ReportSections(findings=findings, impression=impression, full_text=full)
-            empty = empty_report_reason(report)
-            if empty:
-                problems.add(ProblemKind.EMPTY_REPORT, file, empty, row=i, field="report", study_key=key)
             studies[sid] = {"patient": clean_id(row["deid_patient_id"]) or sid.split("/")[0], "split": split,
-                            "images": [image], "report": report, "labels": labels.get(raw_path, empty_labels())}
+                            "images": [image], "report": _report(row, problems, file, i, key),
+                            "labels": labels.get(raw_path, empty_labels())}
         if duplicates:
             log.info("%s: %d duplicated path_to_image rows ignored", self.name, duplicates)
         return [StudyRecord(study_id=sid, patient_id=st["patient"], split=st["split"], images=tuple(st["images"]),

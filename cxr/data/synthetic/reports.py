@@ -12,7 +12,7 @@ Lateralised findings always carry their side (``right``/``left``/``bilateral`` o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -252,6 +252,92 @@ def _sentence(text: str, terse: bool, upper: bool) -> str:
     return text if text.endswith((".", "?")) else text + "."
 
 
+@dataclass
+class _ReportBuilder:
+    """One report under construction: the writer, its style switches and the mentions of each section."""
+
+    w: _Writer
+    rng: np.random.Generator
+    terse: bool
+    upper: bool
+    negated: list[str]
+    devices: tuple[PlacedDevice, ...]
+    has_prior: bool
+    findings_m: list[Mention] = field(default_factory=list)
+    impression_m: list[Mention] = field(default_factory=list)
+
+    def add(self, section: Section, text: str, states: list[tuple[str, LabelState]]) -> None:
+        bucket = self.findings_m if section is Section.FINDINGS else self.impression_m
+        bucket.append(Mention(section, _sentence(text, self.terse, self.upper), tuple(states)))
+
+    def describe(self, f: Finding, section: Section) -> None:
+        if f.state is LabelState.POSITIVE:
+            self.add(section, self.w.positive(f, section is Section.IMPRESSION), [(f.observation, f.state)])
+        else:
+            self.add(section, self.w.uncertain(f), [(f.observation, f.state)])
+
+    def negations(self, section: Section) -> None:
+        negated, i = self.negated, 0
+        while i < len(negated):
+            # Two negations sometimes share one sentence ("No pleural effusion or pneumothorax.").
+            if not self.terse and i + 1 < len(negated) and self.rng.random() < 0.3 and \
+                    {negated[i], negated[i + 1]} <= {"Pneumothorax", "Pleural Effusion", "Consolidation",
+                                                      "Edema"}:
+                nouns = {"Pneumothorax": "pneumothorax", "Pleural Effusion": "pleural effusion",
+                         "Consolidation": "focal consolidation", "Edema": "pulmonary edema"}
+                self.add(section, f"no {nouns[negated[i]]} or {nouns[negated[i + 1]]}",
+                         [(negated[i], LabelState.NEGATIVE), (negated[i + 1], LabelState.NEGATIVE)])
+                i += 2
+                continue
+            self.add(section, self.w.negative(negated[i]), [(negated[i], LabelState.NEGATIVE)])
+            i += 1
+
+    def device_lines(self, section: Section) -> None:
+        for d in self.devices:
+            self.add(section, self.w.device(d), [("Support Devices", LabelState.POSITIVE)])
+
+    def comparison(self, section: Section) -> None:
+        if self.has_prior and self.rng.random() < 0.5:
+            text = self.w.choice(["compared to prior study of ___, there is no significant interval change "
+                                  "elsewhere", "comparison is made to the prior radiograph from ___"]) \
+                if not self.terse else "vs prior ___"
+            self.add(section, text, [])
+
+
+def _write_structured(b: _ReportBuilder, present: list[Finding], normal_imp: str) -> str:
+    """FINDINGS (comparison, devices, findings, negations, clear lungs), then IMPRESSION; returns FINDINGS."""
+    b.comparison(Section.FINDINGS)
+    b.device_lines(Section.FINDINGS)
+    for f in present:
+        b.describe(f, Section.FINDINGS)
+    b.negations(Section.FINDINGS)
+    if not any(f.observation in ("Lung Opacity", "Consolidation", "Edema", "Pneumonia") for f in present):
+        b.add(Section.FINDINGS, b.w.choice(["the lungs are clear", "lungs are well expanded and clear"]), [])
+    findings_text = " ".join(m.sentence for m in b.findings_m)
+    for f in present:
+        b.describe(f, Section.IMPRESSION)
+    if not present:
+        b.add(Section.IMPRESSION, normal_imp, [("No Finding", LabelState.POSITIVE)])
+    elif any(f.state is LabelState.POSITIVE for f in present) and b.rng.random() < 0.15:
+        b.add(Section.IMPRESSION, "findings were discussed with Dr. ___ by telephone at ___", [])
+    return findings_text
+
+
+def _write_impression_only(b: _ReportBuilder, style: ReportStyle, present: list[Finding],
+                           normal_imp: str) -> None:
+    """An IMPRESSION-only report (the impression-only and terse hospital styles)."""
+    if style is ReportStyle.IMPRESSION_ONLY:
+        b.comparison(Section.IMPRESSION)
+    for f in present:
+        b.describe(f, Section.IMPRESSION)
+    b.negations(Section.IMPRESSION)
+    b.device_lines(Section.IMPRESSION)
+    if not present:
+        b.add(Section.IMPRESSION, normal_imp, [("No Finding", LabelState.POSITIVE)])
+    if b.terse:
+        b.comparison(Section.IMPRESSION)
+
+
 def write_report(findings: dict[str, Finding], devices: tuple[PlacedDevice, ...], style: ReportStyle,
                  has_prior: bool, rng: np.random.Generator) -> ReportText:
     """Write FINDINGS / IMPRESSION for ``findings`` and ``devices`` in ``style``; returns text and mentions."""
@@ -261,77 +347,17 @@ def write_report(findings: dict[str, Finding], devices: tuple[PlacedDevice, ...]
     present = [f for f in findings.values() if f.present and f.observation in PATHOLOGIES]
     negated = [f.observation for f in findings.values() if f.state is LabelState.NEGATIVE]
     rng.shuffle(negated)
-    findings_m: list[Mention] = []
-    impression_m: list[Mention] = []
-
-    def add(bucket: list[Mention], section: Section, text: str, states: list[tuple[str, LabelState]]) -> None:
-        bucket.append(Mention(section, _sentence(text, terse, upper), tuple(states)))
-
-    def describe(f: Finding, section: Section, bucket: list[Mention]) -> None:
-        if f.state is LabelState.POSITIVE:
-            add(bucket, section, w.positive(f, section is Section.IMPRESSION), [(f.observation, f.state)])
-        else:
-            add(bucket, section, w.uncertain(f), [(f.observation, f.state)])
-
-    def negations(section: Section, bucket: list[Mention]) -> None:
-        i = 0
-        while i < len(negated):
-            # Two negations sometimes share one sentence ("No pleural effusion or pneumothorax.").
-            if not terse and i + 1 < len(negated) and rng.random() < 0.3 and \
-                    {negated[i], negated[i + 1]} <= {"Pneumothorax", "Pleural Effusion", "Consolidation",
-                                                      "Edema"}:
-                nouns = {"Pneumothorax": "pneumothorax", "Pleural Effusion": "pleural effusion",
-                         "Consolidation": "focal consolidation", "Edema": "pulmonary edema"}
-                add(bucket, section, f"no {nouns[negated[i]]} or {nouns[negated[i + 1]]}",
-                    [(negated[i], LabelState.NEGATIVE), (negated[i + 1], LabelState.NEGATIVE)])
-                i += 2
-                continue
-            add(bucket, section, w.negative(negated[i]), [(negated[i], LabelState.NEGATIVE)])
-            i += 1
-
-    def device_lines(section: Section, bucket: list[Mention]) -> None:
-        for d in devices:
-            add(bucket, section, w.device(d), [("Support Devices", LabelState.POSITIVE)])
-
-    def comparison(section: Section, bucket: list[Mention]) -> None:
-        if has_prior and rng.random() < 0.5:
-            text = w.choice(["compared to prior study of ___, there is no significant interval change elsewhere",
-                             "comparison is made to the prior radiograph from ___"]) if not terse else "vs prior ___"
-            add(bucket, section, text, [])
-
+    b = _ReportBuilder(w, rng, terse, upper, negated, devices, has_prior)
     normal_imp = (w.choice(["NAD", "no acute process", "normal CXR"]) if terse else
                   w.choice(["no acute cardiopulmonary process", "no acute intrathoracic abnormality",
                             "normal chest radiograph"]))
     findings_text: str | None = None
     if style is ReportStyle.STRUCTURED:
-        comparison(Section.FINDINGS, findings_m)
-        device_lines(Section.FINDINGS, findings_m)
-        for f in present:
-            describe(f, Section.FINDINGS, findings_m)
-        negations(Section.FINDINGS, findings_m)
-        if not any(f.observation in ("Lung Opacity", "Consolidation", "Edema", "Pneumonia") for f in present):
-            add(findings_m, Section.FINDINGS, w.choice(["the lungs are clear", "lungs are well expanded and clear"]),
-                [])
-        findings_text = " ".join(m.sentence for m in findings_m)
-        for f in present:
-            describe(f, Section.IMPRESSION, impression_m)
-        if not present:
-            add(impression_m, Section.IMPRESSION, normal_imp, [("No Finding", LabelState.POSITIVE)])
-        elif any(f.state is LabelState.POSITIVE for f in present) and rng.random() < 0.15:
-            add(impression_m, Section.IMPRESSION, "findings were discussed with Dr. ___ by telephone at ___", [])
+        findings_text = _write_structured(b, present, normal_imp)
     else:
-        if style is ReportStyle.IMPRESSION_ONLY:
-            comparison(Section.IMPRESSION, impression_m)
-        for f in present:
-            describe(f, Section.IMPRESSION, impression_m)
-        negations(Section.IMPRESSION, impression_m)
-        device_lines(Section.IMPRESSION, impression_m)
-        if not present:
-            add(impression_m, Section.IMPRESSION, normal_imp, [("No Finding", LabelState.POSITIVE)])
-        if terse:
-            comparison(Section.IMPRESSION, impression_m)
-    impression_text = " ".join(m.sentence for m in impression_m)
-    mentions = tuple(findings_m + impression_m)
+        _write_impression_only(b, style, present, normal_imp)
+    impression_text = " ".join(m.sentence for m in b.impression_m)
+    mentions = tuple(b.findings_m + b.impression_m)
     full = (f"FINDINGS: {findings_text}\n\nIMPRESSION: {impression_text}" if findings_text
             else f"IMPRESSION: {impression_text}")
     return ReportText(findings_text, impression_text, full, mentions)

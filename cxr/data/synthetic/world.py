@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from functools import partial
 
 import numpy as np
 
@@ -164,12 +165,8 @@ def sample_views(rng: np.random.Generator, portable: bool) -> tuple[ViewPosition
                        (ViewPosition.PA, ViewPosition.LATERAL, ViewPosition.LATERAL)), (0.75, 0.2, 0.05))
 
 
-def sample_conditions(rng: np.random.Generator, portable: bool,
-                      style: ReportStyle) -> tuple[dict[str, Finding], tuple[PlacedDevice, ...]]:
-    """Sample the mentioned findings and the devices of one study (before any text is written)."""
-    chf = rng.random() < (0.22 if portable else 0.08)
-    infection = rng.random() < (0.14 if portable else 0.08)
-
+def _sample_devices(rng: np.random.Generator, portable: bool) -> list[PlacedDevice]:
+    """Tubes, lines and pacemakers (ICU-heavy for portable studies); chest tubes come with a pneumothorax."""
     devices: list[PlacedDevice] = []
     if portable:
         ett = rng.random() < 0.3
@@ -183,31 +180,21 @@ def sample_conditions(rng: np.random.Generator, portable: bool,
         devices.append(PlacedDevice(Device.CENTRAL_LINE, _single_side(rng)))
     if rng.random() < (0.06 if portable else 0.04):
         devices.append(PlacedDevice(Device.PACEMAKER))
+    return devices
 
-    present: dict[str, Finding] = {}
 
-    def add(name: str, laterality: Laterality | None = None, severity: Severity | None = None,
-            zone: Zone | None = None, hedge: float | None = None) -> None:
-        p_hedge = _HEDGE.get(name, 0.1) if hedge is None else hedge
-        state = LabelState.UNCERTAIN if rng.random() < p_hedge else LabelState.POSITIVE
-        present[name] = Finding(name, state, laterality, severity, zone)
+def _add_finding(rng: np.random.Generator, present: dict[str, Finding], name: str,
+                 laterality: Laterality | None = None, severity: Severity | None = None,
+                 zone: Zone | None = None, hedge: float | None = None) -> None:
+    """Record a present finding, hedged (uncertain) with the finding's usual probability."""
+    p_hedge = _HEDGE.get(name, 0.1) if hedge is None else hedge
+    state = LabelState.UNCERTAIN if rng.random() < p_hedge else LabelState.POSITIVE
+    present[name] = Finding(name, state, laterality, severity, zone)
 
-    chest_tube = portable and rng.random() < 0.06
-    if rng.random() < 0.02 + (0.3 if chest_tube else 0.0):
-        add("Pneumothorax", _single_side(rng), _severity(rng, (0.6, 0.3, 0.1)))
-    if chest_tube:
-        side = present["Pneumothorax"].laterality if "Pneumothorax" in present else _single_side(rng)
-        devices.append(PlacedDevice(Device.CHEST_TUBE, side))
 
-    if rng.random() < 0.07 + 0.5 * chf + 0.15 * infection:
-        add("Pleural Effusion", _side(rng, 0.6 if chf else 0.15), _severity(rng))
-    has_pacer = any(d.device is Device.PACEMAKER for d in devices)
-    if rng.random() < 0.08 + 0.6 * chf + 0.3 * has_pacer:
-        add("Cardiomegaly", severity=_severity(rng, (0.5, 0.35, 0.15)))
-    if rng.random() < 0.03 + 0.6 * chf:
-        add("Edema", Laterality.BILATERAL, _severity(rng, (0.5, 0.35, 0.15)))
-    if rng.random() < 0.02 + 0.25 * ("Cardiomegaly" in present):
-        add("Enlarged Cardiomediastinum", severity=_severity(rng))
+def _sample_parenchyma(rng: np.random.Generator, present: dict[str, Finding], infection: bool) -> None:
+    """Pneumonia/consolidation/opacity (infection, or opacity with edema), atelectasis, lesion, fracture."""
+    add = partial(_add_finding, rng, present)
     if infection:
         side, zone = _side(rng, 0.15), _zone(rng)
         if rng.random() < 0.75:
@@ -230,13 +217,50 @@ def sample_conditions(rng: np.random.Generator, portable: bool,
     if rng.random() < 0.02:
         add("Pleural Other", _single_side(rng), _severity(rng, (0.6, 0.3, 0.1)))
 
+
+def _sample_present(rng: np.random.Generator, portable: bool, chf: bool, infection: bool,
+                    devices: list[PlacedDevice]) -> dict[str, Finding]:
+    """The present (positive or hedged) findings, correlated through heart failure and infection; a chest tube
+    is appended to ``devices`` when one is placed."""
+    present: dict[str, Finding] = {}
+    add = partial(_add_finding, rng, present)
+    chest_tube = portable and rng.random() < 0.06
+    if rng.random() < 0.02 + (0.3 if chest_tube else 0.0):
+        add("Pneumothorax", _single_side(rng), _severity(rng, (0.6, 0.3, 0.1)))
+    if chest_tube:
+        side = present["Pneumothorax"].laterality if "Pneumothorax" in present else _single_side(rng)
+        devices.append(PlacedDevice(Device.CHEST_TUBE, side))
+
+    if rng.random() < 0.07 + 0.5 * chf + 0.15 * infection:
+        add("Pleural Effusion", _side(rng, 0.6 if chf else 0.15), _severity(rng))
+    has_pacer = any(d.device is Device.PACEMAKER for d in devices)
+    if rng.random() < 0.08 + 0.6 * chf + 0.3 * has_pacer:
+        add("Cardiomegaly", severity=_severity(rng, (0.5, 0.35, 0.15)))
+    if rng.random() < 0.03 + 0.6 * chf:
+        add("Edema", Laterality.BILATERAL, _severity(rng, (0.5, 0.35, 0.15)))
+    if rng.random() < 0.02 + 0.25 * ("Cardiomegaly" in present):
+        add("Enlarged Cardiomediastinum", severity=_severity(rng))
+    _sample_parenchyma(rng, present, infection)
+
     # Opacity or atelectasis without infection: radiologists often hedge pneumonia.
     if "Pneumonia" not in present and present.keys() & {"Lung Opacity", "Atelectasis"} and rng.random() < 0.3:
         src = present.get("Lung Opacity") or present["Atelectasis"]
         present["Pneumonia"] = Finding("Pneumonia", LabelState.UNCERTAIN, src.laterality, Severity.SMALL,
                                        src.zone)
+    return present
 
-    findings = dict(present)
+
+def sample_conditions(rng: np.random.Generator, portable: bool,
+                      style: ReportStyle) -> tuple[dict[str, Finding], tuple[PlacedDevice, ...]]:
+    """Sample the mentioned findings and the devices of one study (before any text is written).
+
+    The draws happen in a fixed order (heart failure, infection, devices, findings, negations): the same seed
+    gives the same world, byte for byte.
+    """
+    chf = rng.random() < (0.22 if portable else 0.08)
+    infection = rng.random() < (0.14 if portable else 0.08)
+    devices = _sample_devices(rng, portable)
+    findings = dict(_sample_present(rng, portable, chf, infection, devices))
     negate_scale = 0.25 if style is ReportStyle.HOSPITAL else 1.0
     for name, p in _NEGATE.items():
         if name not in findings and rng.random() < p * negate_scale:

@@ -16,6 +16,7 @@ are written as ``valid``). Reports are CheXpert-Plus style: ALL CAPS sometimes, 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,54 @@ def _sections(study, rng: np.random.Generator) -> tuple[str | None, str | None, 
     return findings, impression, upper
 
 
+@dataclass(frozen=True)
+class _ReportParts:
+    """The CheXpert-Plus report columns of one study and the assembled ``report`` text."""
+
+    narrative: str
+    history: str
+    comparison: str
+    summary: str
+    accession: str
+    end_of_impression: str
+    report: str
+
+
+def _report_parts(study, rng: np.random.Generator, findings: str | None, impression: str | None,
+                  upper: bool) -> _ReportParts:
+    """The Stanford report template filled for ``study`` (draws the history and the accession number)."""
+    date, _ = study_datetime(study)
+    n_views = len(study.views)
+    views = f"{n_views} View{'s' if n_views > 1 else ''}"
+    narrative = f"Chest {views}, {int(date[4:6])}-{int(date[6:])}-{date[:4]}"
+    history = "Shortness of breath." if rng.random() < 0.5 else "Evaluate for pneumonia."
+    comparison = "None." if study.study_order == 0 else f"{int(date[4:6])}-1-{date[:4]}."
+    summary = "1-NORMAL" if study.labels[OBSERVATION_INDEX["No Finding"]] == 1 else "2-ABNORMAL"
+    accession = str(int(rng.integers(1_000_000, 9_999_999)))
+    parts = [f"NARRATIVE:\n{narrative}", f"CLINICAL HISTORY: {history}", f"COMPARISON: {comparison}"]
+    if study.findings_text is not None:
+        parts.append(f"FINDINGS:\n{findings}")
+        if impression is not None:
+            parts.append(f"IMPRESSION:\n{impression}")
+    else:
+        parts.append(f"IMPRESSION:\n{findings}")
+    end_of_impression = f"SUMMARY: {summary}\nI have personally reviewed the images for this examination."
+    parts.append(end_of_impression)
+    parts.append(f"ACCESSION NUMBER:\n{accession}\n{ANONYMISATION}")
+    report = "\n\n".join(parts)
+    if upper:
+        report = report.replace(ANONYMISATION, "\0").upper().replace("\0", ANONYMISATION)
+    return _ReportParts(narrative, history, comparison, summary, accession, end_of_impression, report)
+
+
+def _section_label_sets(study, findings: str | None, impression: str | None):
+    """CheXbert labels of the findings and impression columns (an impression-only body is the findings)."""
+    if findings is not None and impression is None and study.findings_text is None:
+        return section_labels(study.mentions, Section.IMPRESSION), labels_from_mentions([])
+    return (section_labels(study.mentions, Section.FINDINGS),
+            section_labels(study.mentions, Section.IMPRESSION))
+
+
 def write_chexpert_plus_layout(out_dir: Path, studies: list, image_size: int, seed: int = 0,
                                png16_fraction: float = 0.2) -> list[TruthRecord]:
     """Write the CheXpert-Plus CSV, PNG tree and CheXbert label files; returns the truth records."""
@@ -86,32 +135,8 @@ def write_chexpert_plus_layout(out_dir: Path, studies: list, image_size: int, se
         patient = f"patient{patient_numbers[study.patient_id]:05d}"
         study_key = f"{patient}/study{study.study_order + 1}"
         findings, impression, upper = _sections(study, rng)
-        date, _ = study_datetime(study)
-        n_views = len(study.views)
-        narrative = f"Chest {n_views} View{'s' if n_views > 1 else ''}, {int(date[4:6])}-{int(date[6:])}-{date[:4]}"
-        history = "Shortness of breath." if rng.random() < 0.5 else "Evaluate for pneumonia."
-        comparison = "None." if study.study_order == 0 else f"{int(date[4:6])}-1-{date[:4]}."
-        summary = "1-NORMAL" if study.labels[OBSERVATION_INDEX["No Finding"]] == 1 else "2-ABNORMAL"
-        accession = str(int(rng.integers(1_000_000, 9_999_999)))
-        parts = [f"NARRATIVE:\n{narrative}", f"CLINICAL HISTORY: {history}", f"COMPARISON: {comparison}"]
-        if study.findings_text is not None:
-            parts.append(f"FINDINGS:\n{findings}")
-            if impression is not None:
-                parts.append(f"IMPRESSION:\n{impression}")
-        else:
-            parts.append(f"IMPRESSION:\n{findings}")
-        end_of_impression = f"SUMMARY: {summary}\nI have personally reviewed the images for this examination."
-        parts.append(end_of_impression)
-        parts.append(f"ACCESSION NUMBER:\n{accession}\n{ANONYMISATION}")
-        report = "\n\n".join(parts)
-        if upper:
-            report = report.replace(ANONYMISATION, "\0").upper().replace("\0", ANONYMISATION)
-        if findings is not None and impression is None and study.findings_text is None:
-            find_labels = section_labels(study.mentions, Section.IMPRESSION)
-            imp_labels = labels_from_mentions([])
-        else:
-            find_labels = section_labels(study.mentions, Section.FINDINGS)
-            imp_labels = section_labels(study.mentions, Section.IMPRESSION)
+        p = _report_parts(study, rng, findings, impression, upper)
+        find_labels, imp_labels = _section_label_sets(study, findings, impression)
         demo = _demographics(study.patient_index, seed)
         views = []
         for k, (view, img) in enumerate(zip(study.views, render_views(study, image_size), strict=False)):
@@ -121,8 +146,9 @@ def write_chexpert_plus_layout(out_dir: Path, studies: list, image_size: int, se
             write_png(out_dir / rel_png, img, bits=16 if rng.random() < png16_fraction else 8)
             ap_pa = view.view.value if view.view.is_frontal else None
             rows.append([f"{stem}.jpg", f"{stem}.dcm", "Lateral" if view.view.is_lateral else "Frontal", ap_pa,
-                         patient, study.study_order + 1, report, narrative, history, None, comparison, None, None,
-                         findings, impression, end_of_impression, summary, accession, *demo, folder])
+                         patient, study.study_order + 1, p.report, p.narrative, p.history, None, p.comparison,
+                         None, None, findings, impression, p.end_of_impression, p.summary, p.accession, *demo,
+                         folder])
             views.append(TruthView(f"{study_key}/view{k + 1}_{kind}",
                                    view.view.value if view.view.is_frontal else ViewPosition.LATERAL.value, rel_png))
             for name, labels in (("report_fixed", study.labels), ("findings_fixed", find_labels),
