@@ -1,21 +1,61 @@
-"""Helpers for the multi-process tests: a callback that dumps the trainable weights, and a subprocess runner.
+"""The one home of the multi-process test harness: gloo process groups in spawned workers (:func:`run_gloo`),
+``train.py`` children (:func:`run_train`, :func:`child_env`, the configs), and a callback that dumps the
+trainable weights.
 
 The callback is imported by ``train.py`` child processes (the tests put ``tests/`` on their ``PYTHONPATH``).
+Lightning is imported only when the callback is first used: the spawned gloo workers import this module too,
+and importing Lightning costs each of them about 6 s of CPU on the 2-core CI machine.
 """
 
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
 import torch
-from lightning.pytorch import Callback
 
 ROOT = Path(__file__).resolve().parents[1]
 _RANK_VARS = ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "GROUP_RANK",
               "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_gloo(fn: Callable[..., None], *args, world: int = 2) -> None:
+    """Run ``fn(rank, world, *args)`` in ``world`` spawned processes joined in one gloo process group (CPU).
+
+    ``fn`` must be a module-level function (it is pickled); results go through files (``tmp_path``). A
+    worker's exception fails the call with that worker's traceback.
+    """
+    import torch.multiprocessing as mp
+
+    mp.spawn(_gloo_worker, args=(fn, world, free_port(), args), nprocs=world, join=True)
+
+
+def _gloo_worker(rank: int, fn: Callable[..., None], world: int, port: int, args: tuple) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)  # two workers share the machine's cores with the test process
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        fn(rank, world, *args)
+        dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
+    finally:
+        dist.destroy_process_group()
+    # Skip interpreter/C++ static teardown: gloo's threads intermittently abort there ("terminate called
+    # without an active exception", ~1 run in 4 on the 2-core box) after all results are saved. Errors above
+    # still propagate as a non-zero exit through the exception.
+    os._exit(0)
 
 
 def trainable_state(trainer, pl_module) -> dict[str, torch.Tensor]:
@@ -32,24 +72,62 @@ def trainable_state(trainer, pl_module) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in pl_module.named_parameters() if p.requires_grad}
 
 
-class TrainableDump(Callback):
-    """Save the trainable weights at train start and end to ``<out>/<tag>_{start,end}.pt`` (rank 0)."""
+@cache
+def _callbacks() -> dict[str, type]:
+    from lightning.pytorch import Callback
 
-    def __init__(self, out: str, tag: str) -> None:
-        self.out = Path(out)
-        self.tag = tag
+    class TrainableDump(Callback):
+        """Save the trainable weights at train start and end to ``<out>/<tag>_{start,end}.pt`` (rank 0)."""
 
-    def _dump(self, trainer, pl_module, when: str) -> None:
-        state = trainable_state(trainer, pl_module)
-        if trainer.is_global_zero:
-            self.out.mkdir(parents=True, exist_ok=True)
-            torch.save(state, self.out / f"{self.tag}_{when}.pt")
+        def __init__(self, out: str, tag: str) -> None:
+            self.out = Path(out)
+            self.tag = tag
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._dump(trainer, pl_module, "start")
+        def _dump(self, trainer, pl_module, when: str) -> None:
+            state = trainable_state(trainer, pl_module)
+            if trainer.is_global_zero:
+                self.out.mkdir(parents=True, exist_ok=True)
+                torch.save(state, self.out / f"{self.tag}_{when}.pt")
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._dump(trainer, pl_module, "end")
+        def on_train_start(self, trainer, pl_module) -> None:
+            self._dump(trainer, pl_module, "start")
+
+        def on_train_end(self, trainer, pl_module) -> None:
+            self._dump(trainer, pl_module, "end")
+
+    class GradDump(Callback):
+        """Save the first step's (all-reduced) gradients and the rank-averaged loss to
+        ``<out>/<tag>_grads.pt``."""
+
+        def __init__(self, out: str, tag: str) -> None:
+            self.out = Path(out)
+            self.tag = tag
+            self._grads: dict[str, torch.Tensor] = {}
+
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+            if trainer.global_step == 0:
+                self._grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters()
+                               if p.grad is not None}
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if trainer.global_step != 1:
+                return
+            loss = trainer.strategy.reduce(outputs["loss"].detach().float(), reduce_op="mean")
+            if trainer.is_global_zero:
+                self.out.mkdir(parents=True, exist_ok=True)
+                torch.save({"loss": loss.cpu(), "grads": self._grads}, self.out / f"{self.tag}_grads.pt")
+
+    for cls in (TrainableDump, GradDump):
+        cls.__module__, cls.__qualname__ = __name__, cls.__name__
+    return {"TrainableDump": TrainableDump, "GradDump": GradDump}
+
+
+def __getattr__(name: str):
+    """The Lightning callbacks (``TrainableDump``, ``GradDump``), built on first access (module docstring)."""
+    callbacks = _callbacks()
+    if name in callbacks:
+        return callbacks[name]
+    raise AttributeError(name)
 
 
 def child_env(threads: int = 1) -> dict[str, str]:
@@ -126,25 +204,3 @@ def llm2vec_config(tmp: Path, llama: Path, manifest: Path, max_steps: int, tag: 
     path = tmp / f"{tag}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-class GradDump(Callback):
-    """Save the first step's (all-reduced) gradients and the rank-averaged loss to ``<out>/<tag>_grads.pt``."""
-
-    def __init__(self, out: str, tag: str) -> None:
-        self.out = Path(out)
-        self.tag = tag
-        self._grads: dict[str, torch.Tensor] = {}
-
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        if trainer.global_step == 0:
-            self._grads = {n: p.grad.detach().clone() for n, p in pl_module.named_parameters()
-                           if p.grad is not None}
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step != 1:
-            return
-        loss = trainer.strategy.reduce(outputs["loss"].detach().float(), reduce_op="mean")
-        if trainer.is_global_zero:
-            self.out.mkdir(parents=True, exist_ok=True)
-            torch.save({"loss": loss.cpu(), "grads": self._grads}, self.out / f"{self.tag}_grads.pt")

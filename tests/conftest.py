@@ -15,6 +15,17 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 
 _WORLD_CACHE: dict[tuple, Path] = {}
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _repo_root_stays_clean():
+    """No test writes into the repository root (LightningCLI's config.yaml, lightning_logs/, ...): tests
+    write under ``tmp_path`` (a CLI run gets ``--trainer.default_root_dir``). Checked at the session's end."""
+    before = set(os.listdir(_REPO_ROOT))
+    yield
+    new = sorted(set(os.listdir(_REPO_ROOT)) - before - {".pytest_cache"})
+    assert not new, f"tests wrote into the repository root: {new}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,5 +56,27 @@ def synthetic_dataset(tmp_path_factory):
                                     image_size=image_size, **options)
             _WORLD_CACHE[key] = out
         return _WORLD_CACHE[key]
+
+    return make
+
+
+_TINY_MODEL_CACHE: dict[tuple, Path] = {}
+
+
+@pytest.fixture(scope="session")
+def tiny_text_model(tmp_path_factory):
+    """Factory ``tiny_text_model(family="llama", **build_tiny_model_options) -> Path``: a random HF model.
+
+    Each distinct argument tuple is built once per session and shared by every test file; tests must treat the
+    folder as read-only (copy it first to change it).
+    """
+    from cxr.models.text.tiny import build_tiny_model
+
+    def make(family: str = "llama", **options) -> Path:
+        key = (family, tuple(sorted(options.items())))
+        if key not in _TINY_MODEL_CACHE:
+            out = tmp_path_factory.mktemp(f"tiny-{family}") / family
+            _TINY_MODEL_CACHE[key] = build_tiny_model(family, out, **options)
+        return _TINY_MODEL_CACHE[key]
 
     return make

@@ -6,15 +6,13 @@ import pytest
 import torch
 
 from cxr.models.text.bidirectional import first_position_change
-from cxr.models.text.tiny import build_tiny_model
 
 FAMILIES = ["llama", "mistral", "qwen2", "gemma"]
 
 
 @pytest.fixture(scope="module")
-def tiny_dirs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-bidir")
-    return {fam: build_tiny_model(fam, root / fam, seed=1) for fam in FAMILIES + ["bert"]}
+def tiny_dirs(tiny_text_model):
+    return {fam: tiny_text_model(fam, seed=1) for fam in FAMILIES + ["bert"]}
 
 
 def _encoder(path, attn, **kw):

@@ -137,10 +137,8 @@ def test_datamodule_bucketing_keeps_pairs_and_cuts_padding(tmp_path: Path) -> No
     assert padding_fraction(chars) < padding_fraction(plain) / 2
 
 
-def test_token_lengths_from_a_tokenizer(tmp_path: Path) -> None:
-    from cxr.models.text.tiny import build_tiny_model
-
-    model = build_tiny_model("llama", tmp_path / "llama", hidden_size=16, layers=1, heads=2, kv_heads=1)
+def test_token_lengths_from_a_tokenizer(tiny_text_model) -> None:
+    model = tiny_text_model("llama", hidden_size=16, layers=1, heads=2, kv_heads=1)
     texts = ["No acute process.", "Large right pneumothorax with mediastinal shift and a long sentence."]
     tokens = LengthBucketing(tokenizer=str(model)).lengths(texts)
     assert tokens[0] < tokens[1] and tokens != LengthBucketing().lengths(texts)

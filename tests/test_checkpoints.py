@@ -111,7 +111,7 @@ def test_eval_refuses_a_pickled_checkpoint(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def _tiny_config(tmp_path: Path, manifest: Path) -> Path:
+def _tiny_config(tmp_path: Path, manifest: Path, text_model: Path) -> Path:
     config = {
         "trainer": {"accelerator": "cpu", "devices": 1, "logger": False, "enable_progress_bar": False,
                     "default_root_dir": str(tmp_path / "run")},
@@ -120,7 +120,7 @@ def _tiny_config(tmp_path: Path, manifest: Path) -> Path:
                                            "init_args": {"model_name": "test_resnet", "in_chans": 1,
                                                          "image_size": 32}},
                                 "text": {"class_path": "cxr.models.text.tower.TextTower",
-                                         "init_args": {"model_name_or_path": str(tmp_path / "tiny_llama"),
+                                         "init_args": {"model_name_or_path": str(text_model),
                                                        "use_cache": False, "max_length": 32}},
                                 "embed_dim": 8}},
         "data": {"class_path": "cxr.data.datamodule.CXRDataModule",
@@ -133,14 +133,13 @@ def _tiny_config(tmp_path: Path, manifest: Path) -> Path:
     return path
 
 
-def test_train_cli_loads_ckpt_path_with_weights_only_and_refuses_a_pickle(tmp_path: Path, synthetic_dataset,
-                                                                           monkeypatch) -> None:
+def test_train_cli_loads_ckpt_path_with_weights_only_and_refuses_a_pickle(
+        tmp_path: Path, synthetic_dataset, monkeypatch, tiny_text_model) -> None:
     from cxr.cli import cli_main
-    from cxr.models.text.tiny import build_tiny_model
 
-    build_tiny_model("llama", tmp_path / "tiny_llama", hidden_size=16, layers=1, heads=2, kv_heads=1)
+    text_model = tiny_text_model("llama", hidden_size=16, layers=1, heads=2, kv_heads=1)
     config = _tiny_config(tmp_path, synthetic_dataset("csv", num_studies=40, seed=4, image_size=32)
-                          / "manifest.csv")
+                          / "manifest.csv", text_model)
     path, marker = _malicious_checkpoint(tmp_path)
     from lightning.pytorch.trainer.connectors.checkpoint_connector import _CheckpointConnector
 
@@ -169,15 +168,15 @@ def test_train_cli_loads_ckpt_path_with_weights_only_and_refuses_a_pickle(tmp_pa
 
 
 @pytest.mark.slow
-def test_train_cli_resumes_from_last_with_weights_only(tmp_path: Path, synthetic_dataset) -> None:
+def test_train_cli_resumes_from_last_with_weights_only(tmp_path: Path, synthetic_dataset,
+                                                       tiny_text_model) -> None:
     """Our own fit checkpoints (callback, loop and optimiser state) load under weights_only=True, and
     ``--ckpt_path last`` picks up the latest epoch even though the monitored metric is not improving."""
     from cxr.cli import cli_main
-    from cxr.models.text.tiny import build_tiny_model
 
-    build_tiny_model("llama", tmp_path / "tiny_llama", hidden_size=16, layers=1, heads=2, kv_heads=1)
+    text_model = tiny_text_model("llama", hidden_size=16, layers=1, heads=2, kv_heads=1)
     config = _tiny_config(tmp_path, synthetic_dataset("csv", num_studies=40, seed=4, image_size=32)
-                          / "manifest.csv")
+                          / "manifest.csv", text_model)
     ckpt_dir = tmp_path / "ckpt"
     common = ["--config", str(config), "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
               "--trainer.num_sanity_val_steps=0", "--trainer.callbacks+=cxr.callbacks.checkpoint.LatestCheckpoint",

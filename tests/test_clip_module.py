@@ -87,10 +87,8 @@ def minilm_free_encoder(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    from cxr.models.text.tiny import build_tiny_model
-
-    return build_tiny_model("llama", tmp_path_factory.mktemp("llama") / "m", hidden_size=32, layers=2)
+def tiny_llama(tiny_text_model):
+    return tiny_text_model("llama", hidden_size=32, layers=2)
 
 
 def _module(encoder, cache_dir, **kw) -> CLIPAlignModule:

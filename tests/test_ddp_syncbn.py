@@ -4,30 +4,20 @@ the same global batch (slow)."""
 
 from __future__ import annotations
 
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import yaml
+from _dist_helpers import run_gloo
 
 pytestmark = pytest.mark.slow
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _bn_rank(rank: int, port: int, out: str) -> None:
+def _bn_rank(rank: int, world: int, out: str) -> None:
     from cxr.models.sync_bn import sync_batchnorm
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
     torch.manual_seed(0)
     x = torch.randn(8, 3, 5, 5) * 3 + 1
     bn = sync_batchnorm(torch.nn.Sequential(torch.nn.BatchNorm2d(3)), torch.device("cpu"))
@@ -41,11 +31,10 @@ def _bn_rank(rank: int, port: int, out: str) -> None:
     torch.save({"y": y.detach(), "dx": local.grad, "grads": grads, "running": [bn[0].running_mean,
                                                                               bn[0].running_var]},
                f"{out}/rank{rank}.pt")
-    dist.destroy_process_group()
 
 
 def test_global_batchnorm_equals_batchnorm_on_the_whole_batch(tmp_path: Path) -> None:
-    mp.spawn(_bn_rank, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_gloo(_bn_rank, str(tmp_path))
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
     torch.manual_seed(0)
     x = (torch.randn(8, 3, 5, 5) * 3 + 1).requires_grad_(True)
@@ -88,10 +77,9 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 
 @pytest.mark.timeout(1200)
-def test_two_process_fit_equals_one_process_with_sync_batchnorm(tmp_path: Path, synthetic_dataset) -> None:
-    from cxr.models.text.tiny import build_tiny_model
-
-    llama = build_tiny_model("llama", tmp_path / "llama", hidden_size=32, layers=1, heads=2, kv_heads=1)
+def test_two_process_fit_equals_one_process_with_sync_batchnorm(tmp_path: Path, synthetic_dataset,
+                                                                 tiny_text_model) -> None:
+    llama = tiny_text_model("llama", hidden_size=32, layers=1, heads=2, kv_heads=1)
     manifest = synthetic_dataset("csv", num_studies=40, image_size=64) / "manifest.csv"
     one = _clip_fit(tmp_path, llama, manifest, devices=1, sync=True)
     synced = _clip_fit(tmp_path, llama, manifest, devices=2, sync=True)

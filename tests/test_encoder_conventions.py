@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from cxr.models.text import TextEncoder
-from cxr.models.text.tiny import build_tiny_model
 
 SEP = "!@#$%^&*()"
 TEXTS = ["No acute cardiopulmonary process.", "Small left pleural effusion.",
@@ -79,12 +78,10 @@ def llm2vec_embed(encoder: TextEncoder, items: list[tuple[str, str]], name_or_pa
 
 # ---- fixtures -------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("conventions")
-    return {"llama": build_tiny_model("llama", root / "llama", seed=5),
-            "gemma": build_tiny_model("gemma", root / "gemma", seed=6),
-            "qwen2": build_tiny_model("qwen2", root / "qwen2", seed=7, tokenizer="qwen", hidden_size=32, heads=2,
-                                      kv_heads=1, layers=1)}
+def tiny(tiny_text_model):
+    return {"llama": tiny_text_model("llama", seed=5), "gemma": tiny_text_model("gemma", seed=6),
+            "qwen2": tiny_text_model("qwen2", seed=7, tokenizer="qwen", hidden_size=32, heads=2, kv_heads=1,
+                                     layers=1)}
 
 
 def _encode(path: Path, items, **kwargs) -> tuple[TextEncoder, torch.Tensor]:

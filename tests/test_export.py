@@ -17,9 +17,9 @@ TEXTS = ["No acute cardiopulmonary process.", ("Retrieve the matching image", "S
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_text_model):
     """A tiny Llama encoder with latent pooling and a LoRA adapter whose weights are not the identity."""
-    path = build_tiny_model("llama", tmp_path_factory.mktemp("tiny-export") / "llama", seed=3)
+    path = tiny_text_model("llama", seed=3)
     torch.manual_seed(0)
     enc = TextEncoder.from_pretrained(str(path), pooling="latent_attention", init_pooling=True,
                                       latent_num_latents=8, latent_num_heads=4, max_length=64,

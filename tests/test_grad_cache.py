@@ -128,11 +128,8 @@ def test_split_evenly() -> None:
 
 # --------------------------------------------------------------------------------------- the two modules
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    from cxr.models.text.tiny import build_tiny_model
-
-    return build_tiny_model("llama", tmp_path_factory.mktemp("llama") / "m", hidden_size=32, layers=2, heads=2,
-                            kv_heads=1)
+def tiny_llama(tiny_text_model) -> Path:
+    return tiny_text_model("llama", hidden_size=32, layers=2, heads=2, kv_heads=1)
 
 
 REPORTS = ["No acute process.", "Small left pleural effusion.", "Heart size is normal.",

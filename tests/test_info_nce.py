@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import socket
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from _dist_helpers import run_gloo
 
 from cxr.losses.info_nce import hard_negative_info_nce, hard_negative_logits, in_batch_accuracy
 
@@ -63,40 +61,24 @@ def _full_batch():
     return loss.detach(), enc.weight.grad.clone(), enc.bias.grad.clone()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, out_file: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        enc, xq, xp, xn = _make_batch()
-        sl = slice(rank * 4, rank * 4 + 4)
-        loss = hard_negative_info_nce(enc(xq[sl]), enc(xp[sl]), enc(xn[sl]))
-        loss.backward()
-        # what DDP does: average parameter gradients (and we average the per-rank losses to compare)
-        stats = [loss.detach().clone(), enc.weight.grad.clone(), enc.bias.grad.clone()]
-        for t in stats:
-            dist.all_reduce(t)
-            t /= world
-        if rank == 0:
-            torch.save(stats, out_file)
-        dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
-    finally:
-        dist.destroy_process_group()
-    # Skip interpreter/C++ static teardown: gloo's threads intermittently abort there ("terminate called
-    # without an active exception", ~1 run in 4 on this box) after all results are saved. Errors above still
-    # propagate as a non-zero exit through the exception.
-    os._exit(0)
+def _worker(rank: int, world: int, out_file: str) -> None:
+    enc, xq, xp, xn = _make_batch()
+    sl = slice(rank * 4, rank * 4 + 4)
+    loss = hard_negative_info_nce(enc(xq[sl]), enc(xp[sl]), enc(xn[sl]))
+    loss.backward()
+    # what DDP does: average parameter gradients (and we average the per-rank losses to compare)
+    stats = [loss.detach().clone(), enc.weight.grad.clone(), enc.bias.grad.clone()]
+    for t in stats:
+        dist.all_reduce(t)
+        t /= world
+    if rank == 0:
+        torch.save(stats, out_file)
 
 
 @pytest.mark.timeout(120)
 def test_two_rank_ddp_equals_full_batch(tmp_path):
     out = tmp_path / "ddp.pt"
-    mp.spawn(_worker, args=(2, _free_port(), str(out)), nprocs=2, join=True)
+    run_gloo(_worker, str(out))
     loss, gw, gb = torch.load(out, weights_only=True)
     ref_loss, ref_gw, ref_gb = _full_batch()
     assert torch.allclose(loss, ref_loss, atol=1e-5)

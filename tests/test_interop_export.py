@@ -12,7 +12,6 @@ import torch
 from cxr.models.text import TextEncoder
 from cxr.models.text.export import export_text_encoder
 from cxr.models.text.interop import ST_POOLING_FILE
-from cxr.models.text.tiny import build_tiny_model
 
 pytest.importorskip("sentence_transformers")
 
@@ -37,8 +36,8 @@ def _st_encode(model, texts, prompt_name=None) -> torch.Tensor:
 
 
 @pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    return build_tiny_model("llama", tmp_path_factory.mktemp("interop") / "llama", seed=1)
+def llama_dir(tiny_text_model):
+    return tiny_text_model("llama", seed=1)
 
 
 @pytest.mark.parametrize("pooling,special", [("mean", False), ("mean", True), ("weighted_mean", False),

@@ -25,10 +25,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    from cxr.models.text.tiny import build_tiny_model
-
-    return build_tiny_model("llama", tmp_path_factory.mktemp("tiny") / "base")
+def tiny_llama(tiny_text_model) -> Path:
+    return tiny_text_model("llama")
 
 
 def _trainer(**kw) -> L.Trainer:
@@ -45,12 +43,15 @@ def test_pair_retrieval_recall_dedups_candidates():
     assert pair_retrieval_recall(q, c, wrong, ids, (1,)) == {1: 0.0}
 
 
+@pytest.mark.slow
 def test_mntp_then_supervised_via_cli_config(tiny_llama, synthetic_dataset, tmp_path):
     from cxr.cli import cli_main
 
     manifest = synthetic_dataset("csv", num_studies=80) / "manifest.csv"
     cfg = str(ROOT / "configs" / "text" / "tiny_llama.yaml")
-    common = ["--data.init_args.manifest", str(manifest), "--trainer.max_steps", "3",
+    # default_root_dir: LightningCLI saves config.yaml there (else into the working directory, the repo root)
+    common = ["--data.init_args.manifest", str(manifest), "--trainer.default_root_dir", str(tmp_path / "run"),
+              "--trainer.max_steps", "3",
               "--trainer.limit_val_batches", "1", "--trainer.val_check_interval", "3",
               "--data.init_args.batch_size", "4", "--model.init_args.max_length", "96"]
     stage1 = cli_main(["fit", "--config", cfg, "--model.init_args.model_name_or_path", str(tiny_llama),

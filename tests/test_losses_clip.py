@@ -85,57 +85,43 @@ def test_logits_in_fp32_under_bf16_autocast_and_clamp() -> None:
     assert s.item() == pytest.approx(math.log(100))
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, img: torch.Tensor, txt: torch.Tensor, study, text,
-                kind: str, q) -> None:
+def _ddp_worker(rank: int, world: int, img: torch.Tensor, txt: torch.Tensor, study, text, kind: str,
+                out_dir: str) -> None:
     import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        b = img.shape[0] // world
-        sl = slice(rank * b, (rank + 1) * b)
-        x = img[sl].clone().requires_grad_(True)
-        y = txt[sl].clone().requires_grad_(True)
-        scale = torch.nn.Parameter(torch.tensor(2.0))
-        bias = torch.nn.Parameter(torch.tensor(-1.0))
-        cfg = ClipLossConfig(kind=ClipLossKind(kind))
-        out = clip_loss(x, y, scale, study[sl], text[sl], cfg, bias if kind == "siglip" else None)
-        out.loss.backward()
-        # DDP averages parameter gradients over ranks; the scalar params are shared "parameters"
-        for p in (scale, bias):
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-            dist.all_reduce(p.grad)
-            p.grad /= world
-        loss = out.loss.detach().clone()
-        dist.all_reduce(loss)
-        # feature grads: per-rank grads of the local loss summed over ranks by gather_with_grad's backward;
-        # divided by world (DDP's averaging) they equal the full-batch gradient
-        # plain lists: tensors would travel as shared-memory handles that die with this process
-        q.put((rank, (loss / world).item(), (x.grad / world).tolist(), (y.grad / world).tolist(),
-               scale.grad.item(), bias.grad.item()))
-    finally:
-        dist.destroy_process_group()
+    b = img.shape[0] // world
+    sl = slice(rank * b, (rank + 1) * b)
+    x = img[sl].clone().requires_grad_(True)
+    y = txt[sl].clone().requires_grad_(True)
+    scale = torch.nn.Parameter(torch.tensor(2.0))
+    bias = torch.nn.Parameter(torch.tensor(-1.0))
+    cfg = ClipLossConfig(kind=ClipLossKind(kind))
+    out = clip_loss(x, y, scale, study[sl], text[sl], cfg, bias if kind == "siglip" else None)
+    out.loss.backward()
+    # DDP averages parameter gradients over ranks; the scalar params are shared "parameters"
+    for p in (scale, bias):
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        dist.all_reduce(p.grad)
+        p.grad /= world
+    loss = out.loss.detach().clone()
+    dist.all_reduce(loss)
+    # feature grads: per-rank grads of the local loss summed over ranks by gather_with_grad's backward;
+    # divided by world (DDP's averaging) they equal the full-batch gradient
+    torch.save((rank, (loss / world).item(), (x.grad / world).tolist(), (y.grad / world).tolist(),
+                scale.grad.item(), bias.grad.item()), f"{out_dir}/rank{rank}.pt")
 
 
 @pytest.mark.parametrize("kind", ["infonce", "siglip"])
 def test_ddp_two_ranks_equals_full_batch(tmp_path, kind: str) -> None:
-    import torch.multiprocessing as mp
+    from _dist_helpers import run_gloo
 
     g = torch.Generator().manual_seed(4)
     img, txt = torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)
     study = torch.tensor([0, 0, 1, 2, 3, 3, 4, 5])  # duplicates inside and across ranks (3 and 3; 0 and 0)
     text = torch.tensor([10, 11, 12, 13, 14, 15, 12, 16])  # text 12 on rank 0 and rank 1
-    ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, str(tmp_path / "pg"), img, txt, study, text, kind, q))
-             for r in range(2)]
-    for p in procs:
-        p.start()
-    results = sorted([q.get(timeout=120) for _ in procs], key=lambda r: r[0])
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    run_gloo(_ddp_worker, img, txt, study, text, kind, str(tmp_path))
+    results = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
     x = img.clone().requires_grad_(True)
     y = txt.clone().requires_grad_(True)

@@ -3,7 +3,6 @@ multi-node torchrun recipe of docs/distributed.md run as two one-process "nodes"
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,11 +16,8 @@ CPU_OVERRIDES = ["--trainer.accelerator", "cpu", "--trainer.precision", "32-true
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    from cxr.models.text.tiny import build_tiny_model
-
-    return build_tiny_model("llama", tmp_path_factory.mktemp("llama") / "m", hidden_size=32, layers=2, heads=2,
-                            kv_heads=1)
+def tiny_llama(tiny_text_model) -> Path:
+    return tiny_text_model("llama", hidden_size=32, layers=2, heads=2, kv_heads=1)
 
 
 @pytest.fixture(scope="module")
@@ -61,22 +57,16 @@ def test_llm2vec_ddp_fit_from_cli(tmp_path, tiny_llama, manifest) -> None:
     assert any("lora_" in k for k in _trained(tmp_path / "dump", "ddp"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.timeout(900)
 def test_two_node_torchrun_recipe(tmp_path, tiny_llama, manifest) -> None:
     """docs/distributed.md's torchrun command, with 2 nodes of 1 CPU process each (c10d rendezvous)."""
-    from _dist_helpers import ROOT, child_env, clip_config
+    from _dist_helpers import ROOT, child_env, clip_config, free_port
 
     sbatch = (ROOT / "scripts/slurm/train_torchrun.sbatch").read_text()
     plugin = "lightning.fabric.plugins.environments.TorchElasticEnvironment"
     assert plugin in sbatch and "--rdzv-backend c10d" in sbatch  # the script runs the recipe tested here
     config = clip_config(tmp_path, tiny_llama, manifest, max_steps=2, tag="nodes")
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "cxr-test",
            str(ROOT / "train.py"), "fit", "--config", str(config), "--trainer", str(ROOT / "configs/trainer/ddp.yaml"),

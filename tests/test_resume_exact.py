@@ -60,11 +60,10 @@ def _kill_resume_compare(tmp: Path, write_config, max_steps: int, every: int, ki
 
 
 @pytest.mark.slow
-def test_clip_kill9_mid_epoch_resume_is_bit_identical(tmp_path: Path, synthetic_dataset) -> None:
-    from cxr.models.text.tiny import build_tiny_model
-
+def test_clip_kill9_mid_epoch_resume_is_bit_identical(tmp_path: Path, synthetic_dataset,
+                                                      tiny_text_model) -> None:
     manifest = synthetic_dataset("csv", num_studies=40, seed=4, image_size=32) / "manifest.csv"
-    text_dir = build_tiny_model("llama", tmp_path / "tiny_llama", hidden_size=16, layers=1, heads=2, kv_heads=1)
+    text_dir = tiny_text_model("llama", hidden_size=16, layers=1, heads=2, kv_heads=1)
 
     def write(path: Path, ckpt_dir: Path, kill_at: int | None) -> Path:
         config = {

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 
 import pytest
 import torch
@@ -158,35 +157,21 @@ def test_bad_shapes_are_rejected_with_names():
 
 
 # ---------------------------------------------------------------------------------------------------- DDP
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
-    import torch.distributed as dist
-
-    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        torch.set_num_threads(1)
-        img, txt, study, text_ids = _world(45, per_study=3, dup_every=4, seed=11)
-        # DistributedSampler(shuffle=False) semantics: pad to a multiple of world by repeating the start
-        idx = torch.cat([torch.arange(45), torch.arange(1)])[rank::world]
-        m = ImageTextRetrieval(protocol="image")
-        for chunk in idx.split(5):
-            m.update(img[chunk], txt[chunk], study[chunk], text_ids[chunk], chunk)
-        out = m.compute()
-        torch.save({k: v.item() for k, v in out.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
-    finally:
-        dist.destroy_process_group()
+def _ddp_worker(rank: int, world: int, out_dir: str) -> None:
+    img, txt, study, text_ids = _world(45, per_study=3, dup_every=4, seed=11)
+    # DistributedSampler(shuffle=False) semantics: pad to a multiple of world by repeating the start
+    idx = torch.cat([torch.arange(45), torch.arange(1)])[rank::world]
+    m = ImageTextRetrieval(protocol="image")
+    for chunk in idx.split(5):
+        m.update(img[chunk], txt[chunk], study[chunk], text_ids[chunk], chunk)
+    out = m.compute()
+    torch.save({k: v.item() for k, v in out.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
 def test_two_process_ddp_equals_single_process(tmp_path):
-    import torch.multiprocessing as mp
+    from _dist_helpers import run_gloo
 
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    run_gloo(_ddp_worker, str(tmp_path))
     img, txt, study, text_ids = _world(45, per_study=3, dup_every=4, seed=11)
     ref = _metric_values(img, txt, study, text_ids, protocol="image")
     for rank in range(2):

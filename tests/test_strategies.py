@@ -13,11 +13,8 @@ from cxr.strategies import block_class_names, plan_checkpointed_blocks, plan_fsd
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    from cxr.models.text.tiny import build_tiny_model
-
-    return build_tiny_model("llama", tmp_path_factory.mktemp("llama") / "m", hidden_size=32, layers=2, heads=2,
-                            kv_heads=1)
+def tiny_llama(tiny_text_model) -> Path:
+    return tiny_text_model("llama", hidden_size=32, layers=2, heads=2, kv_heads=1)
 
 
 def _clip_module(llama: Path, lora: bool, text_checkpointing: bool = False):

@@ -95,10 +95,8 @@ def test_corrupt_manifest_shard_mismatch_is_an_error(tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    from cxr.models.text.tiny import build_tiny_model
-
-    return build_tiny_model("llama", tmp_path_factory.mktemp("llama") / "m", hidden_size=32, layers=1)
+def tiny_llama(tiny_text_model):
+    return tiny_text_model("llama", hidden_size=32, layers=1)
 
 
 def test_tower_fills_cache_then_never_builds_encoder(tmp_path, tiny_llama) -> None:

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from _dist_helpers import run_gloo
 
 # Duplicates on purpose: the shard split must de-duplicate before dividing the work.
 TEXTS = [
@@ -27,56 +25,41 @@ LATER = ["[IMPRESSION] Worsening bilateral effusions.", "Hyperinflated lungs con
          "[FINDINGS] The lungs are clear. [IMPRESSION] No acute process."]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _tower(encoder: str, cache_dir: str):
     from cxr.models.text.tower import TextTower
 
     return TextTower(encoder, use_cache=True, cache_dir=cache_dir, instruction="auto", encode_batch_size=2)
 
 
-def _worker(rank: int, world: int, port: int, encoder: str, cache_dir: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    try:
-        from cxr.models.text.encoder import TextEncoder
+def _worker(rank: int, world: int, encoder: str, cache_dir: str, out_dir: str) -> None:
+    from cxr.models.text.encoder import TextEncoder
 
-        encoded: list[int] = []
-        real_forward = TextEncoder.forward
+    encoded: list[int] = []
+    real_forward = TextEncoder.forward
 
-        def counting_forward(self, features):  # how many texts THIS rank ran through the LLM
-            encoded.append(len(features))
-            return real_forward(self, features)
+    def counting_forward(self, features):  # how many texts THIS rank ran through the LLM
+        encoded.append(len(features))
+        return real_forward(self, features)
 
-        TextEncoder.forward = counting_forward
-        tower = _tower(encoder, cache_dir)
-        first = tower.fill_cache(TEXTS)
-        first_encoded = sum(encoded)
-        released = tower.encoder is None
-        second = tower.fill_cache(TEXTS)  # everything cached now: no rank loads the LLM
-        again_built = tower.encoder is not None
-        third = tower.fill_cache(TEXTS + LATER)  # only the new texts are embedded, again split
-        third_encoded = sum(encoded) - first_encoded
-        emb = tower(TEXTS + LATER)
-        torch.save(emb, os.path.join(out_dir, f"emb{rank}.pt"))
-        with open(os.path.join(out_dir, f"stats{rank}.json"), "w") as f:
-            json.dump({"first": first, "first_encoded": first_encoded, "released": released, "second": second,
-                       "again_built": again_built, "third": third, "third_encoded": third_encoded}, f)
-        dist.barrier()  # no rank tears gloo down while the other still has collectives in flight
-    finally:
-        dist.destroy_process_group()
-    os._exit(0)  # skip C++ static teardown: gloo threads intermittently abort there (see test_info_nce.py)
+    TextEncoder.forward = counting_forward
+    tower = _tower(encoder, cache_dir)
+    first = tower.fill_cache(TEXTS)
+    first_encoded = sum(encoded)
+    released = tower.encoder is None
+    second = tower.fill_cache(TEXTS)  # everything cached now: no rank loads the LLM
+    again_built = tower.encoder is not None
+    third = tower.fill_cache(TEXTS + LATER)  # only the new texts are embedded, again split
+    third_encoded = sum(encoded) - first_encoded
+    emb = tower(TEXTS + LATER)
+    torch.save(emb, os.path.join(out_dir, f"emb{rank}.pt"))
+    with open(os.path.join(out_dir, f"stats{rank}.json"), "w") as f:
+        json.dump({"first": first, "first_encoded": first_encoded, "released": released, "second": second,
+                   "again_built": again_built, "third": third, "third_encoded": third_encoded}, f)
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory):
-    from cxr.models.text.tiny import build_tiny_model
-
-    return build_tiny_model("llama", tmp_path_factory.mktemp("llama") / "m", hidden_size=32, layers=1)
+def tiny_llama(tiny_text_model):
+    return tiny_text_model("llama", hidden_size=32, layers=1)
 
 
 @pytest.mark.timeout(180)
@@ -85,7 +68,7 @@ def test_two_rank_fill_matches_single_process(tmp_path, tiny_llama) -> None:
 
     cache_dir, out = tmp_path / "cache", tmp_path / "out"
     out.mkdir()
-    mp.spawn(_worker, args=(2, _free_port(), str(tiny_llama), str(cache_dir), str(out)), nprocs=2, join=True)
+    run_gloo(_worker, str(tiny_llama), str(cache_dir), str(out))
 
     stats = [json.loads((out / f"stats{r}.json").read_text()) for r in range(2)]
     unique = len(dict.fromkeys(TEXTS))

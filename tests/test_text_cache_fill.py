@@ -27,11 +27,8 @@ def _reports(n: int, offset: int = 0) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    from cxr.models.text.tiny import build_tiny_model
-
-    return build_tiny_model("llama", tmp_path_factory.mktemp("llama") / "m", hidden_size=32, layers=1, heads=2,
-                            kv_heads=1)
+def tiny_llama(tiny_text_model) -> Path:
+    return tiny_text_model("llama", hidden_size=32, layers=1, heads=2, kv_heads=1)
 
 
 def _tower(llama: Path, cache_dir: Path, **kw):

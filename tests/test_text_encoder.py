@@ -15,8 +15,8 @@ TEXTS = ["No acute cardiopulmonary process.", "Small left pleural effusion.",
 
 
 @pytest.fixture(scope="module")
-def llama_dir(tmp_path_factory):
-    return build_tiny_model("llama", tmp_path_factory.mktemp("tiny-enc") / "llama", seed=2)
+def llama_dir(tiny_text_model):
+    return tiny_text_model("llama", seed=2)
 
 
 @pytest.fixture(scope="module")

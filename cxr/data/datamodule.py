@@ -7,7 +7,6 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, SequentialSampler
 
@@ -360,10 +359,4 @@ def _as_tuple(value: float | tuple[float, ...]) -> tuple[float, ...]:
     return (float(value),) if isinstance(value, (int, float)) else tuple(float(v) for v in value)
 
 
-def records_by_source(records: list[StudyRecord]) -> dict[str, int]:
-    """Study counts per source (for summaries)."""
-    names, counts = np.unique([r.source for r in records], return_counts=True)
-    return dict(zip(names.tolist(), counts.tolist(), strict=False))
-
-
-__all__ = ["CXRDataModule", "records_by_source"]
+__all__ = ["CXRDataModule"]

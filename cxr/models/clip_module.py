@@ -30,7 +30,11 @@ from cxr.models.vision import VisionTower
 
 @dataclass
 class EmbeddingBatch:
-    """What ``predict_step`` returns: joint-space embeddings and the batch's identifiers (never text)."""
+    """What ``predict_step`` returns: joint-space embeddings, the batch's identifiers and its report texts.
+
+    The texts are there for the caller (``EmbeddingWriter(include_text=True)``); nothing logs them and the
+    writer leaves them out by default.
+    """
 
     image_emb: torch.Tensor
     text_emb: torch.Tensor
