@@ -227,6 +227,7 @@ class _FirstGrads:
         return Grab()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_lightning_fit_step_with_micro_batches_equals_full_batch(tiny_llama, tmp_path) -> None:
     """Through Trainer.fit: Lightning runs zero_grad between training_step and backward, clips, steps."""
