@@ -140,39 +140,55 @@ def _write_annotation(root: Path, data: object) -> None:
     (root / "annotation.json").write_text(json.dumps(data), encoding="utf-8")
 
 
-def test_r2gen_bare_names_mimic_items_and_bad_input(tmp_path: Path) -> None:
+def _r2gen_world(tmp_path: Path) -> Path:
+    """An R2Gen ``annotation.json``: IU bare names, MIMIC items (one per image), and three bad rows."""
     from _data_writers import write_image
 
     root = tmp_path / "r2gen"
     for name in ("CXR1_IM-0001-1001.png", "CXR1_IM-0001-2001.png", "p10/p10000032/s50000001/aa.jpg",
                  "p10/p10000032/s50000001/bb.jpg"):
         write_image(root / "images" / name)
-    item = {"report": "No acute disease.", "split": "train"}
     _write_annotation(root, {
-        "train": [dict(item, id="CXR1_IM-0001", image_path=["CXR1_IM-0001-1001.png", "CXR1_IM-0001-2001.png"]),
-                  dict(item, id="aa", study_id=50000001, subject_id=10000032,
+        "train": [dict(R2GEN_ITEM, id="CXR1_IM-0001", image_path=["CXR1_IM-0001-1001.png", "CXR1_IM-0001-2001.png"]),
+                  dict(R2GEN_ITEM, id="aa", study_id=50000001, subject_id=10000032,
                        image_path=["p10/p10000032/s50000001/aa.jpg"]),
-                  dict(item, id="bb", study_id=50000001, subject_id=10000032,
+                  dict(R2GEN_ITEM, id="bb", study_id=50000001, subject_id=10000032,
                        image_path=["p10/p10000032/s50000001/bb.jpg"]),
-                  dict(item, id="CXR2_IM-0002", report="   ", image_path=["CXR1_IM-0001-1001.png"]),
-                  dict(item, id="CXR3_IM-0003", image_path=["CXR3_IM-0003/0.png"]),
+                  dict(R2GEN_ITEM, id="CXR2_IM-0002", report="   ", image_path=["CXR1_IM-0001-1001.png"]),
+                  dict(R2GEN_ITEM, id="CXR3_IM-0003", image_path=["CXR3_IM-0003/0.png"]),
                   {"id": "CXR4_IM-0004", "report": "x"}],
         "val": [], "test": []})
-    problems = ProblemLog()
-    records = R2GenSource(str(root)).load(problems)
+    return root
+
+
+R2GEN_ITEM = {"report": "No acute disease.", "split": "train"}
+
+
+def test_r2gen_bare_names_and_mimic_items_grouped_by_study(tmp_path: Path) -> None:
+    records = R2GenSource(str(_r2gen_world(tmp_path))).load(ProblemLog())
     by_id = {r.study_id: r for r in records}
     assert len(by_id["CXR1_IM-0001"].images) == 2
     mimic = by_id["50000001"]  # one item per image, grouped by study_id; subject_id is the patient
     assert mimic.patient_id == "10000032" and [im.image_id for im in mimic.images] == [
         "p10/p10000032/s50000001/aa.jpg", "p10/p10000032/s50000001/bb.jpg"]
+
+
+def test_r2gen_bad_rows_are_reported_with_file_and_field(tmp_path: Path) -> None:
+    root = _r2gen_world(tmp_path)
+    problems = ProblemLog()
+    R2GenSource(str(root)).load(problems)
     found = {(p.kind, p.field) for p in problems.problems}
     ann = str(root / "annotation.json")
     assert problems.problems and all(p.file == ann for p in problems.problems)
     assert (ProblemKind.EMPTY_REPORT, "train[4].report") in found
     assert (ProblemKind.MISSING_IMAGE, "train[5].image_path") in found
     assert (ProblemKind.BAD_ROW, "train[6]") in found
-    _write_annotation(root, {"train": [dict(item, id="x", image_path=["CXR1_IM-0001-1001.png"])],
-                             "val": [dict(item, id="x", image_path=["CXR1_IM-0001-1001.png"])]})
+
+
+def test_r2gen_duplicate_ids_and_malformed_json(tmp_path: Path) -> None:
+    root = _r2gen_world(tmp_path)
+    _write_annotation(root, {"train": [dict(R2GEN_ITEM, id="x", image_path=["CXR1_IM-0001-1001.png"])],
+                             "val": [dict(R2GEN_ITEM, id="x", image_path=["CXR1_IM-0001-1001.png"])]})
     assert ProblemKind.DUPLICATE_ID in {p.kind for p in _load(R2GenSource(str(root)))[1].problems}
     (root / "annotation.json").write_text('{"train": [', encoding="utf-8")
     with pytest.raises(DataValidationError, match="annotation.json.*not valid JSON"):

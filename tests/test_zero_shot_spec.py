@@ -55,26 +55,34 @@ def test_binary_spec_fills_templates_and_keeps_own_prompts(tmp_path):
     assert ptx.positive == ("a pneumothorax",) and ptx.negative == ("there is no pneumothorax", "no pneumothorax")
 
 
-def test_multiclass_spec_and_errors_name_file_and_field(tmp_path):
+def test_multiclass_spec() -> None:
     spec = parse_zero_shot_spec({"mode": "multiclass", "templates": ["a chest x-ray showing {}"],
                                  "classes": ["pneumonia", "normal lungs"], "label_column": "Target"}, "mc.yaml")
     assert spec.mode is ZeroShotMode.MULTICLASS and spec.label_column == "Target"
     assert [c.positive for c in spec.classes] == [("a chest x-ray showing pneumonia",),
                                                   ("a chest x-ray showing normal lungs",)]
-    bad = [({"classes": {"A": None}}, "no positive prompts"),
-           ({"templates": {"positive": ["{} seen"]}, "classes": {"A": None}}, "no negative prompts"),
-           ({"templates": ["no placeholder"], "mode": "multiclass", "classes": ["a", "b"]}, "exactly one"),
-           ({"mode": "ternary", "classes": ["a"]}, "mode must be"),
-           ({"templates": ["{}"], "mode": "multiclass", "classes": ["a"]}, "at least two"),
-           ({"templates": ["{}"], "classes": {"A": {"colour": 1}}}, "unknown fields"),
-           ({"templates": {"positive": ["{}"], "negative": ["no {}"]},
-             "classes": {"A": {"label": "x"}, "B": {"label": "x"}}}, "unique"),
-           ({"clases": {}}, "unknown fields"),
-           ({"templates": ["{}"], "mode": "multiclass", "classes": {"a": {"prompts": []}, "b": None}}, "non-empty")]
-    for cfg, message in bad:
-        with pytest.raises(ValueError, match=message) as err:
-            parse_zero_shot_spec(cfg, "user.yaml")
-        assert "user.yaml" in str(err.value)
+
+
+BAD_SPECS = [({"classes": {"A": None}}, "no positive prompts"),
+             ({"templates": {"positive": ["{} seen"]}, "classes": {"A": None}}, "no negative prompts"),
+             ({"templates": ["no placeholder"], "mode": "multiclass", "classes": ["a", "b"]}, "exactly one"),
+             ({"mode": "ternary", "classes": ["a"]}, "mode must be"),
+             ({"templates": ["{}"], "mode": "multiclass", "classes": ["a"]}, "at least two"),
+             ({"templates": ["{}"], "classes": {"A": {"colour": 1}}}, "unknown fields"),
+             ({"templates": {"positive": ["{}"], "negative": ["no {}"]},
+               "classes": {"A": {"label": "x"}, "B": {"label": "x"}}}, "unique"),
+             ({"clases": {}}, "unknown fields"),
+             ({"templates": ["{}"], "mode": "multiclass", "classes": {"a": {"prompts": []}, "b": None}}, "non-empty")]
+
+
+@pytest.mark.parametrize(("cfg", "message"), BAD_SPECS, ids=[m for _, m in BAD_SPECS])
+def test_spec_errors_name_file_and_field(cfg: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message) as err:
+        parse_zero_shot_spec(cfg, "user.yaml")
+    assert "user.yaml" in str(err.value)
+
+
+def test_missing_spec_file(tmp_path) -> None:
     with pytest.raises(FileNotFoundError):
         load_zero_shot_spec(tmp_path / "missing.yaml")
 
