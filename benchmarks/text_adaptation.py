@@ -52,9 +52,9 @@ from cxr.reports.fact_parser import report_facts
 from cxr.reports.label_text import label_sentence
 from cxr.reports.variants import VariantKind, make_variants
 
-REVERSE_SUMMARIZE = "Given the impression of a chest X-ray report, retrieve its findings"
+REVERSE_SUMMARIZE = TASK_SPECS[PairTask.SUMMARIZE].reverse_instruction
 CONTRACT_INSTRUCTION = "Retrieve the chest X-ray report with the abbreviations contracted"
-LABEL_TO_REPORT = "Given a statement of chest X-ray findings, retrieve the report"
+LABEL_TO_REPORT = TASK_SPECS[PairTask.CLASSIFY].reverse_instruction
 EQUIVALENT_KINDS = (VariantKind.ABBREVIATION_EXPANSION, VariantKind.ABBREVIATION_CONTRACTION,
                     VariantKind.SENTENCE_SHUFFLE)
 #: Metrics per benchmark kind, all "higher is better" except mean_rank.
@@ -149,7 +149,9 @@ def adapt(train: Sequence[StudyRecord], args: argparse.Namespace, workdir: Path)
     L.seed_everything(args.seed)
     module = LLM2VecModule(args.encoder, stage=AdaptStage.SUPERVISED, max_length=args.max_length,
                            loss_scale=args.loss_scale, lr=args.lr, warmup_steps=args.warmup)
-    dm = PairDataModule(train_pairs=str(csv), batch_size=args.batch_size, seed=args.seed, shuffle_prob=0.3)
+    reverse = {} if args.reverse_prob is None else {"reverse_prob": args.reverse_prob}
+    dm = PairDataModule(train_pairs=str(csv), batch_size=args.batch_size, seed=args.seed, shuffle_prob=0.3,
+                        **reverse)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.steps, limit_val_batches=0, logger=False,
                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                         use_distributed_sampler=False)
@@ -170,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--loss-scale", type=float, default=20.0)
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--reverse-prob", type=float, default=None,
+                   help="PairDataModule reverse_prob (default: its default; 0 trains one direction, as the authors)")
     p.add_argument("--out", default=None)
     p.add_argument("--before", default=None, help="JSON file caching the unadapted scores (read if present)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")

@@ -65,6 +65,30 @@ def test_dataset_instruction_symmetry_and_borrowed_negatives():
     assert collate_pairs([no_neg[0], no_neg[1]]).negatives is None
 
 
+def test_reverse_prob_serves_asymmetric_pairs_the_other_way_round():
+    from cxr.data.pairs.tasks import InstructionSet
+
+    spec = TASK_SPECS[PairTask.SUMMARIZE]
+    ds = PairDataset(_pairs(), seed=0, reverse_prob=1.0)
+    task, q, p, n = ds[1]
+    assert q == (spec.reverse_instruction, "impression 1.") and p == ("", "findings 1.")
+    assert n[1].startswith("findings ") and n[1] != "findings 1."  # a borrowed negative of the findings side
+    hard = PairDataset([PairRecord("findings 0.", "impression 0.", "wrong impression 0.", PairTask.SUMMARIZE),
+                        PairRecord("findings 1.", "impression 1.", "wrong impression 1.", PairTask.SUMMARIZE)],
+                       reverse_prob=1.0)
+    assert hard[0][3] == ("", "findings 1.")  # the hard negative corrupts the impression: not a findings negative
+    assert ds[5][1][0] == TASK_SPECS[PairTask.VARIANT].instruction  # symmetric tasks keep their instruction
+    # some pairs each way at 0.5; none reversed at 0, with the authors' instructions, or without augmentation
+    half = PairDataset(_pairs() * 8, seed=0, reverse_prob=0.5)
+    assert 0 < sum(half[i][1][0] == spec.reverse_instruction for i in range(len(half.pairs)) if
+                   half.pairs[i].task is PairTask.SUMMARIZE) < 32
+    for other in (PairDataset(_pairs(), reverse_prob=0.0), PairDataset(_pairs(), reverse_prob=1.0, augment=False),
+                  PairDataset(_pairs(), reverse_prob=1.0, instruction_set=InstructionSet.AUTHORS)):
+        assert all(other[i][1][1].startswith("findings") for i in range(4))
+    with pytest.raises(ValueError, match="reverse_prob"):
+        PairDataset(_pairs(), reverse_prob=1.5)
+
+
 def test_mntp_mask_respects_candidates_and_shift():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 100, (64, 20), generator=g)

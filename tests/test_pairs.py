@@ -129,3 +129,4 @@ def test_manifest_cli(tmp_path, capsys):
     _write(manifest, ["study_id", "findings", "impression"], [["s1", "", ""]])
     with pytest.raises(PairDataError, match="row 1 .study s1.: no report text"):
         records_from_report_manifest(manifest)
+

@@ -110,13 +110,19 @@ class PairDataset(Dataset):
     Query side gets the task instruction; symmetric tasks swap query/positive at random; the positive is
     sentence-shuffled with probability ``shuffle_prob``; a row without a hard negative borrows the
     positive of a random other row of the same task (so a batch has negatives for all rows or none).
-    Randomness is seeded by ``(seed, epoch, index)``.
+    With probability ``reverse_prob`` an asymmetric task with a reverse instruction (``TaskSpec``) is served the
+    other way round: positive as query under the reverse instruction, the query as positive, and a borrowed
+    negative of the query's side (the hard negative corrupts the other side). Project instructions only: the
+    authors' set has no reverse instructions. Randomness is seeded by ``(seed, epoch, index)``.
     """
 
     def __init__(self, pairs: list[PairRecord], seed: int = 0, use_negatives: bool = True,
                  shuffle_prob: float = 0.0, augment: bool = True,
-                 instruction_set: InstructionSet = InstructionSet.PROJECT) -> None:
+                 instruction_set: InstructionSet = InstructionSet.PROJECT, reverse_prob: float = 0.0) -> None:
+        if not 0.0 <= reverse_prob <= 1.0:
+            raise ValueError(f"reverse_prob must be in [0, 1], got {reverse_prob}")
         self.pairs = pairs
+        self.reverse_prob = reverse_prob
         self.instruction_set = InstructionSet(instruction_set)
         self.seed = seed
         self.use_negatives = use_negatives
@@ -138,21 +144,25 @@ class PairDataset(Dataset):
         epoch = int(getattr(self.epoch_source, "epoch", 0))
         rng = random.Random(f"{self.seed}:{epoch}:{index}")
         query, positive = p.query, p.positive
+        instruction = task_instruction(p.task, self.instruction_set)
+        reverse = False
         if self.augment:
             if spec.symmetric and rng.random() < 0.5:
                 query, positive = positive, query
+            elif (self.reverse_prob > 0 and spec.reverse_instruction is not None
+                  and self.instruction_set is InstructionSet.PROJECT and rng.random() < self.reverse_prob):
+                query, positive, instruction, reverse = positive, query, spec.reverse_instruction, True
             if rng.random() < self.shuffle_prob:
                 positive = shuffle_sentences(positive, rng)
         negative = None
         if self.use_negatives:
-            negative = p.negative
+            negative = None if reverse else p.negative
             if negative is None:
                 others = self._by_task[p.task]
                 j = index
                 while len(others) > 1 and j == index:
                     j = rng.choice(others)
-                negative = self.pairs[j].positive
-        instruction = task_instruction(p.task, self.instruction_set)
+                negative = self.pairs[j].query if reverse else self.pairs[j].positive
         return p.task, (instruction, query), ("", positive), (("", negative) if negative else None)
 
 
@@ -185,13 +195,17 @@ class PairDataModule(L.LightningDataModule):
             split into findings→impression validation pairs (unless ``val_pairs``); exclusive with ``manifest``.
         bad_input: ``RAISE`` or ``SKIP`` for report defects of ``sources`` (see :func:`load_report_records`).
         instruction_set: ``PROJECT`` (the project's full task instructions) or ``AUTHORS`` (the authors' strings).
+        reverse_prob: probability of training a ``summarize``/``classify`` pair the other way round (impression →
+            findings, statement → report) under the task's reverse instruction; 0 trains one direction, as the
+            authors did. The default keeps both directions of every text benchmark from getting worse
+            (``benchmarks/text_adaptation.py``); ignored with the authors' instructions.
     """
 
     def __init__(self, train_pairs: str | None = None, val_pairs: str | None = None, manifest: str | None = None,
                  batch_size: int = 16, eval_batch_size: int = 64, seed: int = 0, use_negatives: bool = True,
                  shuffle_prob: float = 0.3, variants_per_report: int = 2, num_workers: int = 0,
                  sources: list[DatasetSource] | None = None, bad_input: BadInputPolicy = BadInputPolicy.RAISE,
-                 instruction_set: InstructionSet = InstructionSet.PROJECT) -> None:
+                 instruction_set: InstructionSet = InstructionSet.PROJECT, reverse_prob: float = 0.5) -> None:
         super().__init__()
         if train_pairs is None and manifest is None and not sources:
             raise ValueError("PairDataModule needs one of train_pairs, manifest or sources")
@@ -210,6 +224,7 @@ class PairDataModule(L.LightningDataModule):
         self.sources = list(sources or [])
         self.bad_input = BadInputPolicy(bad_input)
         self.instruction_set = InstructionSet(instruction_set)
+        self.reverse_prob = reverse_prob
         self._source_records: dict[Split, list[StudyRecord]] | None = None
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
@@ -232,7 +247,7 @@ class PairDataModule(L.LightningDataModule):
                      else self._manifest_pairs(Split.TRAIN, PairBuildOptions().tasks))
             self.train_set = PairDataset(pairs, seed=self.seed, use_negatives=self.use_negatives,
                                          shuffle_prob=self.shuffle_prob,
-                                         instruction_set=self.instruction_set)
+                                         instruction_set=self.instruction_set, reverse_prob=self.reverse_prob)
         if self.val_set is None and (self.val_pairs or self.manifest or self.sources):
             pairs = (read_pairs_csv(self.val_pairs) if self.val_pairs
                      else self._manifest_pairs(Split.VAL, (PairTask.SUMMARIZE,)))

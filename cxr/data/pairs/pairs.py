@@ -104,7 +104,8 @@ def write_pairs_csv(pairs: Iterable[PairRecord], path: str | Path) -> int:
 
 @dataclass(frozen=True)
 class PairBuildOptions:
-    """What :func:`build_pairs` makes. ``variants_per_report`` caps variant pairs per study."""
+    """What :func:`build_pairs` makes. ``variants_per_report`` caps variant pairs per study; ``variant_kinds``
+    picks the rule-based variants (``None``: all of them)."""
 
     tasks: tuple[PairTask, ...] = (PairTask.VARIANT, PairTask.SUMMARIZE, PairTask.CLASSIFY)
     variants_per_report: int = 2

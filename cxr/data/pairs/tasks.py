@@ -34,21 +34,28 @@ class PairTask(str, Enum):
 class TaskSpec:
     """A task's query-side instruction and whether query/positive are interchangeable.
 
-    Symmetric tasks swap query and positive at random during training (the authors' ``cxr`` task).
+    Symmetric tasks swap query and positive at random during training (the authors' ``cxr`` task). An asymmetric
+    task with a ``reverse_instruction`` is also trained the other way round (positive as query under that
+    instruction, see ``PairDataset.reverse_prob``), so adaptation does not trade one direction for the other.
     """
 
     name: PairTask
     instruction: str
     symmetric: bool
+    reverse_instruction: str | None = None
 
 
 TASK_SPECS: dict[PairTask, TaskSpec] = {
     PairTask.VARIANT: TaskSpec(PairTask.VARIANT, "Retrieve a chest X-ray report that is clinically equivalent "
                                "to the given report", symmetric=True),
     PairTask.SUMMARIZE: TaskSpec(PairTask.SUMMARIZE, "Given the findings of a chest X-ray report, retrieve its "
-                                 "impression", symmetric=False),
+                                 "impression", symmetric=False,
+                                 reverse_instruction="Given the impression of a chest X-ray report, retrieve its "
+                                 "findings"),
     PairTask.CLASSIFY: TaskSpec(PairTask.CLASSIFY, "Given a chest X-ray report, retrieve the statement of its "
-                                "findings and normal observations", symmetric=False),
+                                "findings and normal observations", symmetric=False,
+                                reverse_instruction="Given a statement of chest X-ray findings, retrieve the "
+                                "report"),
 }
 
 
