@@ -196,16 +196,16 @@ class PairDataModule(L.LightningDataModule):
         bad_input: ``RAISE`` or ``SKIP`` for report defects of ``sources`` (see :func:`load_report_records`).
         instruction_set: ``PROJECT`` (the project's full task instructions) or ``AUTHORS`` (the authors' strings).
         reverse_prob: probability of training a ``summarize``/``classify`` pair the other way round (impression →
-            findings, statement → report) under the task's reverse instruction; 0 trains one direction, as the
-            authors did. The default keeps both directions of every text benchmark from getting worse
-            (``benchmarks/text_adaptation.py``); ignored with the authors' instructions.
+            findings, statement → report) under the task's reverse instruction; 0 (default) trains one direction,
+            as the authors did. 0.5 lifts the reverse directions but costs findings → impression R@1 (measured in
+            docs/llm2vec4cxr.md); ignored with the authors' instructions.
     """
 
     def __init__(self, train_pairs: str | None = None, val_pairs: str | None = None, manifest: str | None = None,
                  batch_size: int = 16, eval_batch_size: int = 64, seed: int = 0, use_negatives: bool = True,
                  shuffle_prob: float = 0.3, variants_per_report: int = 2, num_workers: int = 0,
                  sources: list[DatasetSource] | None = None, bad_input: BadInputPolicy = BadInputPolicy.RAISE,
-                 instruction_set: InstructionSet = InstructionSet.PROJECT, reverse_prob: float = 0.5) -> None:
+                 instruction_set: InstructionSet = InstructionSet.PROJECT, reverse_prob: float = 0.0) -> None:
         super().__init__()
         if train_pairs is None and manifest is None and not sources:
             raise ValueError("PairDataModule needs one of train_pairs, manifest or sources")
