@@ -19,6 +19,7 @@ but very short and very long reports stop meeting as negatives inside a window; 
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -98,10 +99,14 @@ class LengthBucketedSampler(Sampler[SampleKey]):
         return len(self.base)
 
     def __iter__(self) -> Iterator[SampleKey]:
+        skip, self._offset = self._offset, 0
+        yield from itertools.islice(self._reordered(), skip, None)
+
+    def _reordered(self) -> Iterator[SampleKey]:
+        """The whole pass of the base sampler, reordered into similar-length global batches."""
         epoch = self.base.epoch  # read before the base advances it
         rng = random.Random(self.seed * 1_000_003 + epoch)
         draws = list(self.base)
-        skip, self._offset = self._offset, 0
         size = self.global_batch * self.window_batches
         for start in range(0, len(draws), size):
             window = sorted(draws[start:start + size], key=lambda key: self.length_of(key.index))
@@ -110,11 +115,7 @@ class LengthBucketedSampler(Sampler[SampleKey]):
             rng.shuffle(full)
             # a short last batch stays last: in the middle it would shift every later batch boundary
             for batch in full + [b for b in batches if len(b) < self.global_batch]:
-                for key in batch:
-                    if skip:
-                        skip -= 1
-                    else:
-                        yield key
+                yield from batch
 
 
 def padding_fraction(batches: Sequence[Sequence[int]]) -> float:

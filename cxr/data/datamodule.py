@@ -239,7 +239,7 @@ class CXRDataModule(LightningDataModule):
             records = self.load_records()[split]
             train = split is Split.TRAIN
             items, no_image = build_items(records, train, self.view_policy, self.sampling,
-                                          self.keep_lateral_only, SamplingUnit(self.eval_unit))
+                                          self.keep_lateral_only, self.eval_unit)
             if no_image:
                 log.info("%s: %d of %d studies have no image under view_policy=%s (left out)", split.value,
                          no_image, len(records), self.view_policy.value)
@@ -322,22 +322,21 @@ class CXRDataModule(LightningDataModule):
         if len(sampler) < self.batch_size:
             raise ValueError(f"{len(sampler)} training samples per epoch is fewer than one batch "
                              f"({self.batch_size}); drop_last would leave nothing")
-        if self.length_bucketing is not None:
-            sampler = self._bucketed(dataset, sampler)
         trainer = getattr(self, "trainer", None)
+        world = int(trainer.world_size) if trainer is not None else 1
+        if self.length_bucketing is not None:
+            sampler = self._bucketed(dataset, sampler, world)
         if trainer is not None:
             # this rank's draws of the shared seeded pass: global batches equal one process's batches (also for a
             # 1-process DDP strategy, where Lightning would otherwise still insert its re-shuffling wrapper)
             sampler = RankShard(sampler, trainer.world_size, trainer.global_rank)
         return self._loader(dataset, self.batch_size, sampler, drop_last=True)
 
-    def _bucketed(self, dataset: ImageTextDataset, sampler: SeededSampler) -> LengthBucketedSampler:
-        """The training draws reordered into similar-length global batches (``batch_size × world_size``)."""
+    def _bucketed(self, dataset: ImageTextDataset, sampler: SeededSampler, world: int) -> LengthBucketedSampler:
+        """The training draws reordered into similar-length global batches (``batch_size × world``)."""
         assert self.length_bucketing is not None
         per_record = self.length_bucketing.lengths(dataset.texts)
         lengths = [per_record[it.record_index] for it in dataset.items]
-        trainer = getattr(self, "trainer", None)
-        world = int(trainer.world_size) if trainer is not None else 1
         return LengthBucketedSampler(sampler, lengths, self.batch_size * world,
                                      self.length_bucketing.window_batches, seed=self.seed)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -183,10 +184,6 @@ class RankShard(DistributedSampler):
         return self.num_samples
 
     def __iter__(self) -> Iterator[SampleKey]:
-        mine, self._skipped = self._skipped, 0
-        for i, key in enumerate(self.base):
-            if mine == self.num_samples:
-                return
-            if i % self.num_replicas == self.rank:
-                mine += 1
-                yield key
+        skipped, self._skipped = self._skipped, 0
+        remaining = self.num_samples - skipped
+        yield from itertools.islice(self.base, self.rank, remaining * self.num_replicas, self.num_replicas)

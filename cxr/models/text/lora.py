@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
 
@@ -36,12 +37,15 @@ class LoraSettings:
 
 def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
     """Wrap ``model`` with a fresh LoRA adapter (peft); base weights become frozen, the adapter is active."""
-    import torch
     from peft import get_peft_model
 
-    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    # Only the generators the init can draw from (the CPU's and the model's GPUs'): forking or seeding every
+    # visible GPU would create a CUDA context on each of them in every DDP rank.
+    cuda = sorted({p.device.index for p in model.parameters() if p.device.type == "cuda"})
     with torch.random.fork_rng(devices=cuda):  # the caller's RNG streams continue as if nothing was drawn
-        torch.manual_seed(settings.init_seed)
+        torch.default_generator.manual_seed(settings.init_seed)
+        for index in cuda:
+            torch.cuda.default_generators[index].manual_seed(settings.init_seed)
         return get_peft_model(model, settings.to_peft_config(), adapter_name=settings.adapter_name)
 
 
