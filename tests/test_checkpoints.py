@@ -133,6 +133,7 @@ def _tiny_config(tmp_path: Path, manifest: Path, text_model: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # spawns processes (DDP / a killed or concurrent fill / train.py)
 def test_train_cli_loads_ckpt_path_with_weights_only_and_refuses_a_pickle(
         tmp_path: Path, synthetic_dataset, monkeypatch, tiny_text_model) -> None:
     from cxr.cli import cli_main

@@ -75,6 +75,7 @@ def _worker(rank: int, world: int, out_file: str) -> None:
         torch.save(stats, out_file)
 
 
+@pytest.mark.slow  # spawns processes (DDP / a killed or concurrent fill / train.py)
 @pytest.mark.timeout(120)
 def test_two_rank_ddp_equals_full_batch(tmp_path):
     out = tmp_path / "ddp.pt"

@@ -168,6 +168,7 @@ def _ddp_worker(rank: int, world: int, out_dir: str) -> None:
     torch.save({k: v.item() for k, v in out.items()}, os.path.join(out_dir, f"rank{rank}.pt"))
 
 
+@pytest.mark.slow  # spawns processes (DDP / a killed or concurrent fill / train.py)
 def test_two_process_ddp_equals_single_process(tmp_path):
     from _dist_helpers import run_gloo
 

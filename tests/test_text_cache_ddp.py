@@ -62,6 +62,7 @@ def tiny_llama(tiny_text_model):
     return tiny_text_model("llama", hidden_size=32, layers=1)
 
 
+@pytest.mark.slow  # spawns processes (DDP / a killed or concurrent fill / train.py)
 @pytest.mark.timeout(180)
 def test_two_rank_fill_matches_single_process(tmp_path, tiny_llama) -> None:
     from cxr.models.text.cache import MANIFEST, TextEmbeddingCache

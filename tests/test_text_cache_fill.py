@@ -86,6 +86,7 @@ def _count_forward_rows(monkeypatch) -> list[int]:
     return rows
 
 
+@pytest.mark.slow  # spawns processes (DDP / a killed or concurrent fill / train.py)
 @pytest.mark.timeout(600)
 def test_fill_killed_at_half_resumes_with_only_the_rest(tmp_path, tiny_llama, monkeypatch) -> None:
     texts = _reports(80)
@@ -123,6 +124,7 @@ def test_a_stale_handle_committing_keeps_the_other_writers_shards(tmp_path) -> N
     assert fresh.missing([k1, k2]) == [] and torch.equal(fresh.lookup([k1]), torch.ones(1, 4))
 
 
+@pytest.mark.slow  # spawns processes (DDP / a killed or concurrent fill / train.py)
 @pytest.mark.timeout(600)
 def test_two_concurrent_fills_into_one_cache_keep_every_shard(tmp_path, tiny_llama) -> None:
     a, b = _reports(48), _reports(48, offset=24)  # overlapping halves
