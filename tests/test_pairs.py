@@ -8,12 +8,15 @@ import random
 import numpy as np
 import pytest
 
+import cxr.data.pairs.pairs as pairs_module
 from cxr.data.pairs.pairs import (
+    REWRITE_KINDS,
     PairBuildOptions,
     PairDataError,
     PairRecord,
     build_pairs,
     main,
+    pick_variants,
     read_pairs_csv,
     records_from_report_manifest,
     write_pairs_csv,
@@ -22,6 +25,7 @@ from cxr.data.pairs.tasks import TASK_SPECS, PairTask
 from cxr.labels import LabelState, labels_from_mapping
 from cxr.records import ReportSections, Split, StudyRecord
 from cxr.reports.label_text import flipped_label_sentence, label_sentence
+from cxr.reports.variants import ReportVariant, VariantKind
 
 
 def _study(i: int, findings: str | None, impression: str | None, labels: dict | None = None) -> StudyRecord:
@@ -103,6 +107,53 @@ def test_build_pairs_tasks_negatives_and_determinism():
     no_neg = build_pairs(records, seed=3, options=PairBuildOptions(hard_negatives=False,
                                                                     tasks=(PairTask.SUMMARIZE,)))
     assert all(p.negative is None and p.task is PairTask.SUMMARIZE for p in no_neg)
+
+
+def test_pick_variants_leads_with_one_rewrite_property():
+    """Over 3,000 random variant lists: a rewrite leads whenever there is one, the rest keep their (random) order,
+    nothing is repeated or invented; ``rewrite_first=False`` is the plain prefix."""
+    rng = random.Random(0)
+    kinds = list(VariantKind)
+    led = 0
+    for _ in range(3000):
+        variants = [ReportVariant(f"v{i}", rng.choice(kinds)) for i in range(rng.randint(0, 7))]
+        k = rng.randint(0, 4)
+        out = pick_variants(variants, k)
+        assert pick_variants(variants, k, rewrite_first=False) == variants[:k]
+        assert len(out) == min(k, len(variants)) and len(set(out)) == len(out) and set(out) <= set(variants)
+        rewrites = [v for v in variants if v.kind in REWRITE_KINDS]
+        if rewrites and k:
+            assert out[0] == rewrites[0]
+            assert out[1:] == [v for v in variants if v != rewrites[0]][:k - 1]
+            led += rewrites[0] not in variants[:k]
+        else:
+            assert out == variants[:k]
+    assert led > 300  # the property was exercised where it changes the draw
+
+
+def test_build_pairs_gives_every_rewritable_report_a_rewrite_pair(monkeypatch):
+    """On 400 realistic-style reports every report with an abbreviation rewrite gets a rewrite pair (the authors'
+    main ``cxr`` pair); drawing the kinds alike left many without one."""
+    from cxr.data.synthetic.corpus import corpus_records, realistic_corpus
+
+    records = corpus_records(realistic_corpus(400, seed=1))
+    for rewrite_first in (True, False):
+        calls = []
+
+        def recording(variants, k, first, calls=calls):
+            out = pick_variants(variants, k, first)
+            calls.append((any(v.kind in REWRITE_KINDS for v in variants), any(v.kind in REWRITE_KINDS for v in out)))
+            return out
+
+        monkeypatch.setattr(pairs_module, "pick_variants", recording)
+        pairs = build_pairs(records, seed=0, options=PairBuildOptions(rewrite_first=rewrite_first))
+        rewritable = [got for has, got in calls if has]
+        assert len(calls) == len(records) and len(rewritable) > 200
+        assert sum(p.task is PairTask.VARIANT for p in pairs) >= len(rewritable)
+        if rewrite_first:
+            assert all(rewritable)
+        else:
+            assert sum(rewritable) < 0.8 * len(rewritable)
 
 
 def test_task_specs_cover_every_task():
