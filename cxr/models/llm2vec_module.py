@@ -18,6 +18,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 
 from cxr.data.pairs.datamodule import PairBatch
 from cxr.data.pairs.pairs import PairRecord
@@ -30,6 +31,7 @@ from cxr.models.grad_cache import check_micro_batches, check_strategy, grad_cach
 from cxr.models.optim import ScheduleKind, adamw_with_schedule
 from cxr.models.text.encoder import TextEncoder, TokenizedText
 from cxr.models.text.export import export_text_encoder
+from cxr.models.text.interpolate import interpolate_toward_start
 from cxr.models.text.lora import LoraSettings
 from cxr.models.text.pooling import PoolingMode
 from cxr.models.text.settings import TextEncoderSettings, parse_enum
@@ -91,9 +93,16 @@ class LLM2VecModule(L.LightningModule):
         loss_scale: cosine scale of the contrastive loss (authors: 50, i.e. temperature 0.02).
         mask_probability: MNTP fraction of text tokens replaced by the mask token.
         lr, weight_decay: AdamW settings (the same names as ``CLIPAlignModule``).
-        warmup_steps: linear warm-up steps, then constant (:func:`cxr.models.optim.warmup_schedule`).
+        warmup_steps: linear warm-up steps (:func:`cxr.models.optim.warmup_schedule`).
+        schedule: the lr after the warm-up: ``constant`` (default), ``linear`` to 0 at the run's last step (the
+            Hugging Face Trainer default the authors' and llm2vec's runs had; the paper-scale configs use it) or
+            ``cosine`` to 0. On the 60-step MiniLM benchmark linear decay gained less than constant
+            (docs/llm2vec4cxr.md).
         export_dir: where rank 0 writes the adapted encoder at fit end (None: no export).
         export_merge_lora: merge LoRA into the exported weights (else save base + adapter).
+        wise_ft_alpha: WiSE-FT weight interpolation at fit end (:mod:`cxr.models.text.interpolate`): the trained
+            weights become ``start + alpha * (trained - start)`` before the export; 1 keeps the trained weights.
+            Checkpoints written during training keep the trained weights (resuming stays exact).
         micro_batches: supervised stage only: feature accumulation (GradCache, :mod:`cxr.models.grad_cache`),
             each batch embedded in this many micro-batches with the exact full-batch loss and gradient and one
             micro-batch's activation memory. 1 = off. (MNTP has no cross-sample term: use the trainer's
@@ -106,7 +115,8 @@ class LLM2VecModule(L.LightningModule):
                  attn_implementation: str | None = None, init_pooling: bool = False,
                  trust_remote_code: bool = False, loss_scale: float = DEFAULT_SCALE, mask_probability: float = 0.2,
                  lr: float = 2e-4, weight_decay: float = 0.0, warmup_steps: int = 0,
-                 export_dir: str | None = None, export_merge_lora: bool = True, micro_batches: int = 1) -> None:
+                 schedule: ScheduleKind = ScheduleKind.CONSTANT, export_dir: str | None = None,
+                 export_merge_lora: bool = True, micro_batches: int = 1, wise_ft_alpha: float = 1.0) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.stage = parse_enum(AdaptStage, stage)
@@ -127,9 +137,16 @@ class LLM2VecModule(L.LightningModule):
         self.lr = float(lr)
         self.weight_decay = float(weight_decay)
         self.warmup_steps = int(warmup_steps)
+        self.schedule = parse_enum(ScheduleKind, schedule)
         self.export_dir = export_dir
         self.export_merge_lora = export_merge_lora
         self.micro_batches = check_micro_batches(micro_batches)
+        if not 0.0 <= wise_ft_alpha <= 1.0:
+            raise ValueError(f"wise_ft_alpha must be in [0, 1], got {wise_ft_alpha}")
+        self.wise_ft_alpha = float(wise_ft_alpha)
+        #: the starting values of the trainable pretrained weights (CPU), kept only when wise_ft_alpha < 1; not
+        #: in the state dict: on resume configure_model rebuilds them from model_name_or_path
+        self._start_state: dict[str, torch.Tensor] | None = None
         if self.micro_batches > 1 and self.stage is AdaptStage.MNTP:
             raise ValueError("micro_batches > 1 applies to the supervised stage; MNTP's loss has no cross-sample "
                              "term, so use trainer.accumulate_grad_batches for it")
@@ -149,6 +166,12 @@ class LLM2VecModule(L.LightningModule):
             for name, p in self.encoder.named_parameters():
                 if "lora_" not in name and not name.startswith("latent_pooling."):
                     p.requires_grad_(False)
+        if self.wise_ft_alpha < 1.0:
+            # pretrained weights only: a pooling head or LoRA A has no meaningful start (kept as trained); LoRA B
+            # starts at zero and is scaled
+            self._start_state = {name: p.detach().to("cpu", copy=True)
+                                 for name, p in self.encoder.named_parameters()
+                                 if p.requires_grad and "lora_" not in name and not name.startswith("latent_pooling.")}
 
     @property
     def text_encoder(self) -> TextEncoder:
@@ -245,12 +268,17 @@ class LLM2VecModule(L.LightningModule):
         params = [p for p in self.parameters() if p.requires_grad]
         if not params:
             raise ValueError("no trainable parameters (frozen encoder without LoRA?)")
-        # constant after the warm-up: the run length does not enter the schedule
+        total = int(self.trainer.estimated_stepping_batches) if self._trainer is not None else 1
         return adamw_with_schedule(params, lr=self.lr, weight_decay=self.weight_decay, warmup_steps=self.warmup_steps,
-                                   total_steps=0, kind=ScheduleKind.CONSTANT)
+                                   total_steps=total, kind=self.schedule)
 
     # ------------------------------------------------------------------ export
     def on_fit_end(self) -> None:
+        if self._start_state is not None:
+            report = interpolate_toward_start(self.text_encoder, self._start_state, self.wise_ft_alpha)
+            self._start_state = None  # applied once
+            rank_zero_info(f"WiSE-FT alpha {self.wise_ft_alpha}: {report.interpolated} weights interpolated, "
+                           f"{report.scaled} LoRA B scaled, {report.kept} kept as trained")
         if self.export_dir and self.trainer.is_global_zero:
             export_text_encoder(self.text_encoder, Path(self.export_dir),
                                 merge_lora=self.export_merge_lora)

@@ -1,8 +1,9 @@
 """The optimiser and lr schedule of both LightningModules, and the CLIP module's parameter groups.
 
 Groups: layer-wise lr decay on the vision backbone, no decay on norms/biases/scale. Schedule: one rule,
-linear warm-up then either cosine to a floor (``cosine``, EVA-CLIP's ``warmup_cosine_lr``) or constant
-(``constant``, LLM2Vec's supervised stage), stepped every optimiser step.
+linear warm-up then cosine to a floor (``cosine``, EVA-CLIP's ``warmup_cosine_lr``), linear to a floor
+(``linear``, the Hugging Face Trainer default that llm2vec and the authors' text stages ran with) or constant,
+stepped every optimiser step.
 """
 
 from __future__ import annotations
@@ -20,19 +21,22 @@ class ScheduleKind(str, Enum):
     """What the lr does after the warm-up."""
 
     COSINE = "cosine"
+    LINEAR = "linear"
     CONSTANT = "constant"
 
 
 def warmup_schedule(step: int, warmup_steps: int, total_steps: int, kind: ScheduleKind = ScheduleKind.COSINE,
                     min_ratio: float = 0.0) -> float:
-    """LR multiplier at ``step``: linear warm-up ``(step + 1) / warmup_steps``, then cosine to ``min_ratio`` over
-    the remaining ``total_steps`` or constant 1."""
+    """LR multiplier at ``step``: linear warm-up ``(step + 1) / warmup_steps``, then cosine or linear to
+    ``min_ratio`` over the remaining ``total_steps``, or constant 1."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     if kind is ScheduleKind.CONSTANT:
         return 1.0
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
+    if kind is ScheduleKind.LINEAR:
+        return min_ratio + (1 - min_ratio) * (1 - progress)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
