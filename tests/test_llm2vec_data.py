@@ -89,6 +89,21 @@ def test_reverse_prob_serves_asymmetric_pairs_the_other_way_round():
         PairDataset(_pairs(), reverse_prob=1.5)
 
 
+def test_reverse_tasks_limit_which_tasks_are_reversed():
+    from cxr.data.pairs.datamodule import PairDataModule, reversible_tasks
+
+    classify = [PairRecord(f"report {i}.", f"labels {i}.", None, PairTask.CLASSIFY) for i in range(4)]
+    ds = PairDataset(_pairs() + classify, seed=0, reverse_prob=1.0, reverse_tasks=[PairTask.CLASSIFY])
+    assert ds[0][1] == (TASK_SPECS[PairTask.SUMMARIZE].instruction, "findings 0.")  # summarize kept forward
+    assert ds[8][1] == (TASK_SPECS[PairTask.CLASSIFY].reverse_instruction, "labels 0.")  # classify reversed
+    assert reversible_tasks(None) == {PairTask.SUMMARIZE, PairTask.CLASSIFY}
+    assert reversible_tasks(["cxr3"]) == {PairTask.CLASSIFY}  # the authors' tags parse too
+    with pytest.raises(ValueError, match="no reverse instruction"):
+        reversible_tasks([PairTask.VARIANT])  # symmetric: swapped anyway, no reverse instruction
+    with pytest.raises(ValueError, match="no reverse instruction"):
+        PairDataModule(train_pairs="x.csv", reverse_tasks=[PairTask.VARIANT])
+
+
 def test_mntp_mask_respects_candidates_and_shift():
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(5, 100, (64, 20), generator=g)

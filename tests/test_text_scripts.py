@@ -52,9 +52,16 @@ def test_error_coverage_is_at_least_90_percent(coverage, tmp_path, capsys):
 def test_text_adaptation_compare_flags_every_worse_metric(adaptation):
     before = {"a": {"R@1": 0.5, "mean_rank": 2.0}, "b": {"accuracy": 0.4, "margin": 0.1}}
     after = {"a": {"R@1": 0.6, "mean_rank": 2.5}, "b": {"accuracy": 0.4, "margin": 0.05}}
-    rows, worse = adaptation.compare(before, after)
+    rows, worse = adaptation.compare(before, [after])
     assert worse == ["a mean_rank", "b margin"]  # a higher mean rank is worse; an unchanged accuracy is not
     assert [r[:2] for r in rows] == [["a", "R@1"], ["a", "mean_rank"], ["b", "accuracy"], ["b", "margin"]]
+    # several seeds: worse when any seed is worse; mean and worst change per metric
+    better = {"a": {"R@1": 0.7, "mean_rank": 1.5}, "b": {"accuracy": 0.5, "margin": 0.2}}
+    rows, worse = adaptation.compare(before, [better, after])
+    assert worse == ["a mean_rank", "b margin"]
+    assert rows[1] == ["a", "mean_rank", "2.000", "1.500", "2.500 ✗", "+0.000", "+0.500"]
+    assert rows[0] == ["a", "R@1", "0.500", "0.700", "0.600", "+0.150", "+0.100"]
+    assert adaptation.compare(before, [better, better])[1] == []
 
 
 def test_text_adaptation_benchmarks_cover_both_directions(adaptation):
@@ -77,8 +84,9 @@ def test_text_adaptation_benchmarks_cover_both_directions(adaptation):
 @pytest.mark.slow
 def test_text_adaptation_runs_end_to_end_at_tiny_size(adaptation, tmp_path):
     rc = adaptation.main(["--num-reports", "40", "--steps", "2", "--batch-size", "4", "--max-length", "32",
-                          "--out", str(tmp_path), "--before", str(tmp_path / "before.json")])
+                          "--train-seeds", "0,1", "--out", str(tmp_path), "--before", str(tmp_path / "before.json")])
     res = json.loads((tmp_path / "text_adaptation.json").read_text())
     assert rc == (1 if res["worse"] else 0)
-    assert set(res["before"]) == set(res["after"]) and len(res["before"]) == 17
+    assert set(res["after"]) == {"0", "1"} and len(res["before"]) == 17
+    assert all(set(after) == set(res["before"]) for after in res["after"].values())
     assert (tmp_path / "before.json").is_file() and "| benchmark |" in (tmp_path / "text_adaptation.md").read_text()

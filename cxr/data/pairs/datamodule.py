@@ -104,6 +104,18 @@ class PairBatch:
         return len(self.queries)
 
 
+def reversible_tasks(tasks: Sequence[PairTask | str] | None) -> frozenset[PairTask]:
+    """The tasks ``reverse_prob`` applies to: ``tasks`` (each needs a reverse instruction), or all that have one."""
+    have = {t for t, spec in TASK_SPECS.items() if spec.reverse_instruction is not None}
+    if tasks is None:
+        return frozenset(have)
+    chosen = frozenset(t if isinstance(t, PairTask) else PairTask.parse(t) for t in tasks)
+    if chosen - have:
+        raise ValueError(f"no reverse instruction for task(s) {sorted(t.value for t in chosen - have)} "
+                         f"(reversible: {sorted(t.value for t in have)})")
+    return chosen
+
+
 class PairDataset(Dataset):
     """Pairs with the training-time text handling of the authors' ``CXR.py`` (paper §A.5).
 
@@ -118,9 +130,11 @@ class PairDataset(Dataset):
 
     def __init__(self, pairs: list[PairRecord], seed: int = 0, use_negatives: bool = True,
                  shuffle_prob: float = 0.0, augment: bool = True,
-                 instruction_set: InstructionSet = InstructionSet.PROJECT, reverse_prob: float = 0.0) -> None:
+                 instruction_set: InstructionSet = InstructionSet.PROJECT, reverse_prob: float = 0.0,
+                 reverse_tasks: Sequence[PairTask] | None = None) -> None:
         if not 0.0 <= reverse_prob <= 1.0:
             raise ValueError(f"reverse_prob must be in [0, 1], got {reverse_prob}")
+        self.reverse_tasks = reversible_tasks(reverse_tasks)
         self.pairs = pairs
         self.reverse_prob = reverse_prob
         self.instruction_set = InstructionSet(instruction_set)
@@ -149,7 +163,7 @@ class PairDataset(Dataset):
         if self.augment:
             if spec.symmetric and rng.random() < 0.5:
                 query, positive = positive, query
-            elif (self.reverse_prob > 0 and spec.reverse_instruction is not None
+            elif (self.reverse_prob > 0 and p.task in self.reverse_tasks
                   and self.instruction_set is InstructionSet.PROJECT and rng.random() < self.reverse_prob):
                 query, positive, instruction, reverse = positive, query, spec.reverse_instruction, True
             if rng.random() < self.shuffle_prob:
@@ -189,23 +203,28 @@ class PairDataModule(L.LightningDataModule):
         seed: sampler, augmentation and pair-building seed.
         use_negatives: feed hard negatives (or borrowed ones) to the loss.
         shuffle_prob: probability of sentence-shuffling a positive (authors: always).
-        variants_per_report: variant pairs per study when building from a manifest.
+        variants_per_report: variant pairs per study when building from a manifest or sources.
+        rewrite_first: make one of them an abbreviation rewrite whenever one applies (the authors' main ``cxr``
+            pair; see :func:`~cxr.data.pairs.pairs.pick_variants`); False draws every variant kind alike.
         num_workers: DataLoader workers.
         sources: dataset sources (as in ``CXRDataModule``): their train split is turned into pairs and their val
             split into findings→impression validation pairs (unless ``val_pairs``); exclusive with ``manifest``.
         bad_input: ``RAISE`` or ``SKIP`` for report defects of ``sources`` (see :func:`load_report_records`).
         instruction_set: ``PROJECT`` (the project's full task instructions) or ``AUTHORS`` (the authors' strings).
-        reverse_prob: probability of training a ``summarize``/``classify`` pair the other way round (impression →
-            findings, statement → report) under the task's reverse instruction; 0 (default) trains one direction,
-            as the authors did. 0.5 lifts the reverse directions but costs findings → impression R@1 (measured in
-            docs/llm2vec4cxr.md); ignored with the authors' instructions.
+        reverse_prob: probability of training a pair of ``reverse_tasks`` the other way round (statement →
+            report, impression → findings) under the task's reverse instruction; 0 trains one direction, as the
+            authors did. Ignored with the authors' instructions (they have no reverse sentences).
+        reverse_tasks: the tasks ``reverse_prob`` applies to. Default ``classify`` only: trained one way, label →
+            report retrieval could end below the unadapted encoder; reversing ``summarize`` too cost
+            findings → impression R@1 (both measured in docs/llm2vec4cxr.md).
     """
 
     def __init__(self, train_pairs: str | None = None, val_pairs: str | None = None, manifest: str | None = None,
                  batch_size: int = 16, eval_batch_size: int = 64, seed: int = 0, use_negatives: bool = True,
                  shuffle_prob: float = 0.3, variants_per_report: int = 2, num_workers: int = 0,
                  sources: list[DatasetSource] | None = None, bad_input: BadInputPolicy = BadInputPolicy.RAISE,
-                 instruction_set: InstructionSet = InstructionSet.PROJECT, reverse_prob: float = 0.0) -> None:
+                 instruction_set: InstructionSet = InstructionSet.PROJECT, reverse_prob: float = 0.5,
+                 reverse_tasks: tuple[PairTask, ...] = (PairTask.CLASSIFY,), rewrite_first: bool = True) -> None:
         super().__init__()
         if train_pairs is None and manifest is None and not sources:
             raise ValueError("PairDataModule needs one of train_pairs, manifest or sources")
@@ -225,6 +244,8 @@ class PairDataModule(L.LightningDataModule):
         self.bad_input = BadInputPolicy(bad_input)
         self.instruction_set = InstructionSet(instruction_set)
         self.reverse_prob = reverse_prob
+        self.reverse_tasks = sorted(reversible_tasks(reverse_tasks))
+        self.rewrite_first = rewrite_first
         self._source_records: dict[Split, list[StudyRecord]] | None = None
         self.train_set: PairDataset | None = None
         self.val_set: PairDataset | None = None
@@ -238,7 +259,7 @@ class PairDataModule(L.LightningDataModule):
         else:
             records = records_from_report_manifest(Path(self.manifest), split)
         options = PairBuildOptions(tasks=tasks, variants_per_report=self.variants_per_report,
-                                   hard_negatives=self.use_negatives)
+                                   hard_negatives=self.use_negatives, rewrite_first=self.rewrite_first)
         return build_pairs(records, seed=self.seed, options=options)
 
     def setup(self, stage: str | None = None) -> None:
@@ -247,7 +268,8 @@ class PairDataModule(L.LightningDataModule):
                      else self._manifest_pairs(Split.TRAIN, PairBuildOptions().tasks))
             self.train_set = PairDataset(pairs, seed=self.seed, use_negatives=self.use_negatives,
                                          shuffle_prob=self.shuffle_prob,
-                                         instruction_set=self.instruction_set, reverse_prob=self.reverse_prob)
+                                         instruction_set=self.instruction_set, reverse_prob=self.reverse_prob,
+                                         reverse_tasks=self.reverse_tasks)
         if self.val_set is None and (self.val_pairs or self.manifest or self.sources):
             pairs = (read_pairs_csv(self.val_pairs) if self.val_pairs
                      else self._manifest_pairs(Split.VAL, (PairTask.SUMMARIZE,)))
