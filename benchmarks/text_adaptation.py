@@ -154,13 +154,12 @@ def adapt(train: Sequence[StudyRecord], args: argparse.Namespace, workdir: Path,
     csv = workdir / f"pairs_train_{seed}.csv"
     write_pairs_csv(pairs, csv)
     L.seed_everything(seed)
-    schedule = {} if args.schedule is None else {"schedule": args.schedule}
-    schedule["wise_ft_alpha"] = args.wise_ft_alpha
+    module_kw = {"wise_ft_alpha": args.wise_ft_alpha} | ({} if args.schedule is None else {"schedule": args.schedule})
     module = LLM2VecModule(args.encoder, stage=AdaptStage.SUPERVISED, max_length=args.max_length,
-                           loss_scale=args.loss_scale, lr=args.lr, warmup_steps=args.warmup, **schedule)
+                           loss_scale=args.loss_scale, lr=args.lr, warmup_steps=args.warmup, **module_kw)
     reverse = {} if args.reverse_prob is None else {"reverse_prob": args.reverse_prob}
     if args.reverse_tasks is not None:
-        reverse["reverse_tasks"] = [PairTask.parse(t) for t in args.reverse_tasks.split(",") if t.strip()]
+        reverse["reverse_tasks"] = [t.strip() for t in args.reverse_tasks.split(",") if t.strip()]
     dm = PairDataModule(train_pairs=str(csv), batch_size=args.batch_size, seed=seed, shuffle_prob=0.3,
                         **reverse)
     trainer = L.Trainer(accelerator="cpu", devices=1, max_steps=args.steps, limit_val_batches=0, logger=False,
@@ -191,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--reverse-tasks", default=None,
                    help="comma-separated tasks --reverse-prob applies to (default: PairDataModule's)")
     p.add_argument("--schedule", default=None, choices=[k.value for k in ScheduleKind],
-                   help="lr after the warm-up (default: LLM2VecModule's, linear to 0; constant was the old default)")
+                   help="lr after the warm-up (default: LLM2VecModule's, constant; linear: to 0 at the last step)")
     p.add_argument("--no-rewrite-first", action="store_true",
                    help="draw every variant kind alike (the mix before rewrite_first; PairBuildOptions)")
     p.add_argument("--out", default=None)
@@ -210,8 +209,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # the unadapted scores depend on the corpus, the encoder and its input length only
     key = {"encoder": args.encoder, "num_reports": args.num_reports, "seed": args.seed, "max_length": args.max_length}
     cached = Path(args.before) if args.before else None
-    if cached is not None and cached.is_file() and json.loads(cached.read_text()).get("key") == key:
-        before = json.loads(cached.read_text())["scores"]
+    stored = json.loads(cached.read_text()) if cached is not None and cached.is_file() else {}
+    if stored.get("key") == key:
+        before = stored["scores"]
     else:
         module = LLM2VecModule(args.encoder, stage=AdaptStage.SUPERVISED, max_length=args.max_length)
         before = score(module.text_encoder.eval(), bench)
